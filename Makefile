@@ -1,0 +1,30 @@
+# Every target works on a fresh machine: the virtualenv is created on demand.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test lint bench rules-doc clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check cds_service tests bench
+	$(BIN)/ruff format --check cds_service
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_evaluate.py
+
+rules-doc: $(STAMP)
+	$(BIN)/cds-service rules --format md > docs/rules.md
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,278 @@
+"""Observations to ``LabResult`` (usable) or ``Excluded`` (read, not used), per evidence.md §1.
+
+Classification is by code (LOINC or a site-mapped local code) into a value set;
+the unit sent wins over the code's property; every number is converted to the
+canonical unit of its quantity before any comparison.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import Any
+
+from cds_service.clinical import model as m
+from cds_service.clinical.fhir_common import (
+    BadResource,
+    JsonDict,
+    ResourceIndex,
+    codings_of,
+    concept_of,
+    get_dict,
+    get_dicts,
+    get_number,
+    get_str,
+    name_of,
+    parse_time,
+)
+from cds_service.clinical.terminology import code_key, system_key
+from cds_service.clinical.units import Quantity, UnknownUnit
+from cds_service.rules.model import Bounds, Knowledge
+
+# Value-set id -> (snapshot series, quantity in units.yaml). Series None: a
+# magnesium measured in another specimen (never feeds serum rules).
+LAB_SETS: dict[str, tuple[str | None, str]] = {
+    "serum-magnesium-mass": (m.SERUM_MG, "magnesium"),
+    "serum-magnesium-moles": (m.SERUM_MG, "magnesium"),
+    "ionized-magnesium": (m.IONIZED_MG, "magnesium"),
+    "whole-blood-magnesium": (None, "magnesium"),
+    "other-specimen-magnesium": (None, "magnesium"),
+    "creatinine": (m.CREATININE, "creatinine"),
+    "albumin": (m.ALBUMIN, "albumin"),
+    "egfr": (m.EGFR, "egfr"),
+    "body-weight": (m.WEIGHT, "weight"),
+}
+NON_SERUM_SPECIMEN = "non-serum-specimen"
+FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
+
+
+@dataclass(frozen=True)
+class LabTable:
+    """Lookups derived once from Knowledge: code -> value set, quantities, plausibility."""
+
+    knowledge: Knowledge
+    exact: dict[tuple[str, str], str]
+    ranged: tuple[str, ...]
+    quantities: dict[str, Quantity]
+    plausible: dict[str, Bounds]
+
+
+_TABLES: dict[int, LabTable] = {}
+
+
+def lab_table(knowledge: Knowledge) -> LabTable:
+    """The lab lookup table for this Knowledge (cached per Knowledge object)."""
+    table = _TABLES.get(id(knowledge))
+    if table is not None and table.knowledge is knowledge:
+        return table
+    exact: dict[tuple[str, str], str] = {}
+    ranged: list[str] = []
+    for set_id in LAB_SETS:
+        if set_id not in knowledge.valuesets:
+            continue
+        vs = knowledge.valuesets.get(set_id)
+        for key in vs.codes:
+            exact.setdefault(key, set_id)
+        if vs.ranges:
+            ranged.append(set_id)
+    quantities = {
+        q: knowledge.units[q] for _, q in LAB_SETS.values() if q in knowledge.units.quantities
+    }
+    # Knowledge.plausible holds the magnesium bounds; other quantities' bounds
+    # (units.yaml `plausible:`) come from Knowledge.plausible_limits when the loader gives it.
+    extra: Any = getattr(knowledge, "plausible_limits", None) or {}
+    plausible: dict[str, Bounds] = {str(k): v for k, v in dict(extra).items()}
+    plausible["magnesium"] = knowledge.plausible
+    table = LabTable(knowledge, exact, tuple(ranged), quantities, plausible)
+    if len(_TABLES) > 8:
+        _TABLES.clear()
+    _TABLES[id(knowledge)] = table
+    return table
+
+
+def _classify(obs: JsonDict, table: LabTable) -> tuple[str, m.Coding] | None:
+    """The value set of the first coding that has one (site codes first), and the coding.
+
+    A site code's documented unit is not used for a result sent without one:
+    that result stays "unit uncertain" (evidence.md §1).
+    """
+    codings = codings_of(get_dict(obs, "code"))
+    site = table.knowledge.site.lab_codes
+    for c in codings:
+        local = site.get((c.system, c.code))
+        if local is not None and local.value_set in LAB_SETS:
+            return local.value_set, c
+        set_id = table.exact.get((system_key(c.system), code_key(c.system, c.code)))
+        if set_id is None and table.ranged:
+            set_id = table.knowledge.valuesets.classify(c, table.ranged)
+        if set_id is not None:
+            return set_id, c
+    return None
+
+
+def _within(value: float, bounds: Bounds, quantity: Quantity) -> bool:
+    """Whether a canonical value lies within bounds given in any unit of the quantity."""
+
+    def conv(b: float) -> float:
+        return quantity.to_canonical(b, bounds.unit)
+
+    return not (
+        (bounds.gt is not None and not value > conv(bounds.gt))
+        or (bounds.ge is not None and not value >= conv(bounds.ge))
+        or (bounds.lt is not None and not value < conv(bounds.lt))
+        or (bounds.le is not None and not value <= conv(bounds.le))
+    )
+
+
+def _reference_range(obs: JsonDict) -> str | None:
+    """The lab's first reference range as ``low-high unit`` (or its text)."""
+    for rr in get_dicts(obs, "referenceRange"):
+        low, high = get_dict(rr, "low"), get_dict(rr, "high")
+        lo = get_number(low, "value") if low else None
+        hi = get_number(high, "value") if high else None
+        q = low or high or {}
+        unit = get_str(q, "unit") or get_str(q, "code") or ""
+        if lo is not None and hi is not None:
+            return f"{lo:g}-{hi:g} {unit}".strip()
+        if lo is not None:
+            return f"≥ {lo:g} {unit}".strip()
+        if hi is not None:
+            return f"≤ {hi:g} {unit}".strip()
+        return get_str(rr, "text")
+    return None
+
+
+def _specimen(obs: JsonDict, index: ResourceIndex, table: LabTable) -> tuple[str | None, bool]:
+    """The specimen type's name and whether it is in the non-serum-specimen set."""
+    spec = index.resolve(get_dict(obs, "specimen"), obs)
+    if spec is None:
+        return None, False
+    concept = concept_of(get_dict(spec, "type"))
+    name = concept.text or next((c.display or c.code for c in concept.codings), None)
+    vs = table.knowledge.valuesets
+    non_serum = (
+        NON_SERUM_SPECIMEN in vs and vs.concept_match(concept, [NON_SERUM_SPECIMEN]) == "code"
+    )
+    return name, non_serum
+
+
+def _time(obs: JsonDict, tz: tzinfo) -> tuple[datetime | None, str, frozenset[str], bool]:
+    """Result time: effective[DateTime|Instant], else effectivePeriod.start, else issued."""
+    source = "effective"
+    parsed = parse_time(obs.get("effectiveDateTime") or obs.get("effectiveInstant"), tz)
+    if parsed is None:
+        period = get_dict(obs, "effectivePeriod")
+        parsed = parse_time(period.get("start"), tz) if period else None
+    if parsed is None:
+        parsed, source = parse_time(obs.get("issued"), tz), "issued"
+    if parsed is None:
+        return None, source, frozenset(), False
+    flags = set()
+    if source == "issued":
+        flags.add("issued")
+    if parsed.no_timezone:
+        flags.add("no-timezone")
+    return parsed.time, source, frozenset(flags), parsed.date_only
+
+
+def _non_numeric_text(obs: JsonDict) -> str | None:
+    """What was sent instead of a number (valueString, a coded value, dataAbsentReason)."""
+    if isinstance(obs.get("valueString"), str):
+        return str(obs["valueString"])
+    for key in ("valueCodeableConcept", "dataAbsentReason"):
+        cc = get_dict(obs, key)
+        if cc is not None:
+            c = concept_of(cc)
+            return c.text or next((x.display or x.code for x in c.codings), key)
+    for key in ("valueBoolean", "valueRange", "valueRatio", "valueSampledData", "valuePeriod"):
+        if key in obs:
+            return str(obs[key])
+    return None
+
+
+def read_observation(
+    obs: JsonDict, table: LabTable, index: ResourceIndex, tz: tzinfo
+) -> m.LabResult | m.Excluded | None:
+    """One Observation as a usable result, an exclusion, or None when not of interest.
+
+    :raises BadResource: a field has the wrong JSON type.
+    """
+    found = _classify(obs, table)
+    if found is None:
+        return None
+    set_id, coding = found
+    kind, qname = LAB_SETS[set_id]
+    name = name_of(obs)
+    time, source, flags, date_only = _time(obs, tz)
+    vq = get_dict(obs, "valueQuantity")
+    if vq is None and "valueInteger" in obs:
+        vq = {"value": obs["valueInteger"]}
+    value = get_number(vq, "value") if vq else None
+    comparator = get_str(vq, "comparator") if vq else None
+    units_sent = [u for u in ((get_str(vq, "unit"), get_str(vq, "code")) if vq else ()) if u]
+    shown_kind = kind if kind is not None else set_id
+
+    sent = f"{comparator or ''}{value:g}" if value is not None else _non_numeric_text(obs)
+
+    def excluded(code: str, reason: str) -> m.Excluded:
+        unit = units_sent[0] if units_sent else None
+        return m.Excluded(name, code, reason, shown_kind, sent, unit, time)
+
+    if kind is None:
+        return excluded(m.NON_SERUM, f"magnesium not measured in serum/plasma ({set_id})")
+    specimen, non_serum = _specimen(obs, index, table)
+    if non_serum and qname == "magnesium":
+        return excluded(m.NON_SERUM, f"specimen is not serum/plasma ({specimen})")
+    status = get_str(obs, "status") or "unknown"
+    if status not in FINAL_STATUSES:
+        return excluded(m.NOT_FINAL, f"status is {status}, not final")
+    if time is None:
+        return excluded(m.NO_TIME, "no effective or issued time")
+    if value is None:
+        return excluded(m.NON_NUMERIC, "no numeric value" if sent is None else "not a number")
+    quantity = table.quantities.get(qname)
+    if quantity is None:
+        return excluded(m.UNKNOWN_UNIT, f"no unit table for {qname}")
+    if not units_sent:
+        return excluded(m.UNIT_UNCERTAIN, "no unit sent")
+    known = {quantity.preferred[u.strip()] for u in units_sent if u.strip() in quantity.preferred}
+    if not known:
+        return excluded(m.UNKNOWN_UNIT, f"unit {units_sent[0]!r} is not a unit of {qname}")
+    if len({quantity.factors[u] for u in known}) > 1:
+        return excluded(m.UNIT_UNCERTAIN, f"unit text and code disagree ({', '.join(units_sent)})")
+    unit = next(iter(known))
+    try:
+        canonical = quantity.to_canonical(value, unit)
+    except UnknownUnit:  # pragma: no cover - known was checked above
+        return excluded(m.UNKNOWN_UNIT, f"unit {unit!r} is not a unit of {qname}")
+    bounds = table.plausible.get(qname)
+    if bounds is not None and not _within(canonical, bounds, quantity):
+        return excluded(
+            m.IMPLAUSIBLE, f"{canonical:.4g} {quantity.canonical} is outside {bounds.describe()}"
+        )
+    return m.LabResult(
+        id=name,
+        kind=kind,
+        value=canonical,
+        unit=quantity.canonical,
+        time=time,
+        code=coding,
+        original_value=value,
+        original_unit=unit,
+        comparator=comparator,
+        status=status,
+        time_source=source,
+        time_flags=flags,
+        date_only=date_only,
+        reference_range=_reference_range(obs),
+        specimen=specimen,
+    )
+
+
+def bad_resource(res: Any, error: str) -> m.Excluded:
+    """An Excluded for a resource that could not be read."""
+    name = name_of(res) if isinstance(res, dict) else f"{type(res).__name__}/?"
+    return m.Excluded(name, m.BAD_RESOURCE, f"unreadable resource: {error}")
+
+
+__all__ = ["LAB_SETS", "BadResource", "LabTable", "bad_resource", "lab_table", "read_observation"]

@@ -1,0 +1,20 @@
+"""Shared fixtures for unit tests: the real mappings/ folder, loaded once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cds_service.rules.loader import load_knowledge
+from cds_service.rules.model import Knowledge
+
+ROOT = Path(__file__).parents[2]
+MAPPINGS = ROOT / "mappings"
+SITE = MAPPINGS / "site" / "example.yaml"
+
+
+@pytest.fixture(scope="session")
+def knowledge() -> Knowledge:
+    """The real mappings/ with the example site file."""
+    return load_knowledge(MAPPINGS, site=SITE)
