@@ -68,7 +68,9 @@ def _read_input(path: str) -> dict[str, Any]:
     return data
 
 
-def run_evaluate(knowledge: Knowledge, data: dict[str, Any], now: datetime | None, locale: str, tz: Any) -> dict[str, Any]:
+def run_evaluate(
+    knowledge: Knowledge, data: dict[str, Any], now: datetime | None, locale: str, tz: Any
+) -> dict[str, Any]:
     """Evaluate a Bundle (each patient alone) or a CDS Hooks request; the CLI JSON document."""
     if "hook" in data:
         snapshots = [snapshot_from_cds_request(data, knowledge, tz=tz, now=now)]
@@ -152,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="evaluate a FHIR Bundle or a CDS Hooks request")
     ev.add_argument("file", help="JSON file, or - for standard input")
     ev.add_argument("--now", help="evaluation time (ISO 8601); default: newest time in the input")
-    ev.add_argument("--locale", choices=["en", "zh-CN"], help="card language (default $CDS_LOCALE or en)")
+    ev.add_argument(
+        "--locale", choices=["en", "zh-CN"], help="card language (default $CDS_LOCALE or en)"
+    )
     ev.add_argument("--format", choices=["json", "text"], default="json")
     ev.set_defaults(func=_cmd_evaluate)
     ru = sub.add_parser("rules", help="print the rule table with citations")

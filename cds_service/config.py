@@ -109,7 +109,11 @@ class Settings:
 
 def _coerce(value: Any, default: Any) -> Any:
     if isinstance(default, bool):
-        return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+        return (
+            value
+            if isinstance(value, bool)
+            else str(value).strip().lower() in ("1", "true", "yes", "on")
+        )
     if isinstance(default, int):
         return int(value)
     if isinstance(default, float):

@@ -43,10 +43,16 @@ def _id(seed: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, seed))
 
 
-def lab_order(finding: Finding, patient_id: str, codes: OrderCodes, now: datetime, label: str) -> dict[str, Any]:
+def lab_order(
+    finding: Finding, patient_id: str, codes: OrderCodes, now: datetime, label: str
+) -> dict[str, Any]:
     """A draft ServiceRequest for a serum magnesium measurement, validated."""
     suggestion = finding.suggestion or {}
-    code = dict(suggestion["code"]) if suggestion.get("kind") == "lab-order" else codes.serum_magnesium()
+    code = (
+        dict(suggestion["code"])
+        if suggestion.get("kind") == "lab-order"
+        else codes.serum_magnesium()
+    )
     resource = {
         "resourceType": "ServiceRequest",
         "id": _id(f"sr:{patient_id}:{finding.rule_id}:{now.isoformat()}"),
@@ -65,20 +71,34 @@ def _dosage(dose: Dose, codes: OrderCodes, text: str) -> dict[str, Any]:
     dosage: dict[str, Any] = {
         "text": text,
         "route": codes.route(dose.route),
-        "doseAndRate": [{"doseQuantity": {"value": round(dose.grams, 2), "unit": "g",
-                                          "system": "http://unitsofmeasure.org", "code": "g"}}],
+        "doseAndRate": [
+            {
+                "doseQuantity": {
+                    "value": round(dose.grams, 2),
+                    "unit": "g",
+                    "system": "http://unitsofmeasure.org",
+                    "code": "g",
+                }
+            }
+        ],
     }
     if dose.over_minutes:
         rate_mg_min = dose.grams * 1000 / dose.over_minutes
         dosage["doseAndRate"][0]["rateQuantity"] = {
-            "value": round(rate_mg_min, 1), "unit": "mg/min",
-            "system": "http://unitsofmeasure.org", "code": "mg/min",
+            "value": round(rate_mg_min, 1),
+            "unit": "mg/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "mg/min",
         }
     if dose.per_day:
         repeat: dict[str, Any] = {"frequency": 1, "period": 1, "periodUnit": "d"}
         if dose.days:
-            repeat["boundsDuration"] = {"value": dose.days, "unit": "d",
-                                        "system": "http://unitsofmeasure.org", "code": "d"}
+            repeat["boundsDuration"] = {
+                "value": dose.days,
+                "unit": "d",
+                "system": "http://unitsofmeasure.org",
+                "code": "d",
+            }
         dosage["timing"] = {"repeat": repeat}
     return dosage
 

@@ -17,14 +17,28 @@ def suggestions(
     """The suggestions of one advice: label, whether recommended, FHIR resource."""
     out = []
     if advice.medication_suggestion is not None and rendered.medication_label:
-        res = medication_order(advice.medication_suggestion, patient_id, codes, now, rendered.medication_label)
-        out.append({"label": rendered.medication_label, "isRecommended": True, "resource": res,
-                    "rule": advice.medication_suggestion.rule_id})
+        res = medication_order(
+            advice.medication_suggestion, patient_id, codes, now, rendered.medication_label
+        )
+        out.append(
+            {
+                "label": rendered.medication_label,
+                "isRecommended": True,
+                "resource": res,
+                "rule": advice.medication_suggestion.rule_id,
+            }
+        )
     if advice.lab_suggestion is not None and rendered.lab_label:
         lab = advice.lab_suggestion
         res = lab_order(lab, patient_id, codes, now, rendered.lab_label)
-        out.append({"label": rendered.lab_label, "isRecommended": advice.medication_suggestion is None,
-                    "resource": res, "rule": lab.rule_id})
+        out.append(
+            {
+                "label": rendered.lab_label,
+                "isRecommended": advice.medication_suggestion is None,
+                "resource": res,
+                "rule": lab.rule_id,
+            }
+        )
     return out
 
 
@@ -46,7 +60,9 @@ def advice_dict(
         "summary": rendered.summary,
         "detail": rendered.detail,
         "suggestions": suggestions(advice, rendered, snapshot.patient_id, codes, now),
-        "withheld": [{"rule": w.rule_id, "conditions": list(w.conditions)} for w in advice.withheld],
+        "withheld": [
+            {"rule": w.rule_id, "conditions": list(w.conditions)} for w in advice.withheld
+        ],
     }
     if advice.aki_stage is not None:
         out["aki_stage"] = advice.aki_stage

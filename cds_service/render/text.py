@@ -83,7 +83,9 @@ class TextRenderer:
         }
         if v.kind in (m.SERUM_MG, m.IONIZED_MG):
             out["value_mg_dl"] = comp + fmt_num(v.value)
-            out["value_mmol_l"] = comp + fmt_num(units[MG_PER_MMOL].from_canonical(v.value, "mmol/L"))
+            out["value_mmol_l"] = comp + fmt_num(
+                units[MG_PER_MMOL].from_canonical(v.value, "mmol/L")
+            )
             if v.corrected_from is not None:
                 out["value"] = f"{fmt_num(v.corrected_from)} mg/dL → {fmt_num(v.value)} mg/dL"
         elif quantity is not None:
@@ -113,13 +115,19 @@ class TextRenderer:
             vals["procedure"] = _concept_name(proc.concept)
             vals["surgery_end"] = fmt_time(proc.end or proc.start)
         if "conditions" in c:
-            vals["condition"] = ", ".join(sorted({_concept_name(x.concept) for x in c["conditions"]}))
+            vals["condition"] = ", ".join(
+                sorted({_concept_name(x.concept) for x in c["conditions"]})
+            )
         if "medications" in c:
-            vals["drugs"] = ", ".join(sorted({_concept_name(x.concept) for x, _ in c["medications"]}))
+            vals["drugs"] = ", ".join(
+                sorted({_concept_name(x.concept) for x, _ in c["medications"]})
+            )
         if "aki" in c:
             aki = c["aki"]
             vals["stage"] = aki.stage
-            vals["baseline"] = f"{fmt_num(aki.baseline)} mg/dL" if aki.baseline is not None else "n/a"
+            vals["baseline"] = (
+                f"{fmt_num(aki.baseline)} mg/dL" if aki.baseline is not None else "n/a"
+            )
             vals["nhs_stage"] = aki.nhs_stage
             if aki.current is not None and not f.values:
                 vals["value"] = f"{fmt_num(aki.current.value)} mg/dL"
@@ -141,7 +149,9 @@ class TextRenderer:
             vals["since"] = fmt_time(c["since"])
         if "monitoring_context" in c:
             contexts = self.t["rules"][rule.text_key].get("contexts", {})
-            vals["monitoring_context"] = contexts.get(c["monitoring_context"], c["monitoring_context"])
+            vals["monitoring_context"] = contexts.get(
+                c["monitoring_context"], c["monitoring_context"]
+            )
         if "age" in c:
             vals["age"] = c["age"]
         if "excluded" in c:
@@ -206,9 +216,15 @@ class TextRenderer:
                 part += f" ({fmt_num(e.ci[0])}-{fmt_num(e.ci[1])})"
             effects.append(part)
         n = f", N={ev.n:,}" if ev.n else ""
-        line = self._fill(self.t["common"]["evidence_line"], {
-            "study": ev.study, "design": ev.design, "n": n, "effects": "; ".join(effects) or "—",
-        })
+        line = self._fill(
+            self.t["common"]["evidence_line"],
+            {
+                "study": ev.study,
+                "design": ev.design,
+                "n": n,
+                "effects": "; ".join(effects) or "—",
+            },
+        )
         links = ", ".join(f"[{c.ref}]({c.link})" for c in rule.citations if c.link)
         return f"{line} {links}".strip()
 
@@ -224,7 +240,12 @@ class TextRenderer:
             summary = summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
         common = self.t["common"]
         lines: list[str] = []
-        if advice.magnesium is not None and advice.direction in ("low", "high", "safety", "prevention"):
+        if advice.magnesium is not None and advice.direction in (
+            "low",
+            "high",
+            "safety",
+            "prevention",
+        ):
             mv = self.value_text(advice.magnesium)
             key = "value_line_ionized" if advice.magnesium.kind == m.IONIZED_MG else "value_line"
             lines.append("**" + self._fill(common[key], mv) + "**")
@@ -236,12 +257,21 @@ class TextRenderer:
             rule = self.k.rule(f.rule_id)
             rt = self.t["rules"][rule.text_key]
             fv = self.placeholders(f)
-            lines.append(f"### {self._fill(self._pick(rt['summary'], f.direction, f.indicator), fv)}")
+            lines.append(
+                f"### {self._fill(self._pick(rt['summary'], f.direction, f.indicator), fv)}"
+            )
             if "context" in rt:
                 lines.append(self._fill(rt["context"], fv))
-            action_key = "obstetric_action" if f.context.get("obstetric") and "obstetric_action" in rt else "action"
+            action_key = (
+                "obstetric_action"
+                if f.context.get("obstetric") and "obstetric_action" in rt
+                else "action"
+            )
             if action_key in rt:
-                lines.append(f"**{common['what_to_do']}:** " + self._fill(self._pick(rt[action_key], f.direction, f.indicator), fv))
+                lines.append(
+                    f"**{common['what_to_do']}:** "
+                    + self._fill(self._pick(rt[action_key], f.direction, f.indicator), fv)
+                )
             if f.no_dose_reason and "no_dose" in rt:
                 lines.append(self._fill(rt["no_dose"], fv))
             if "aki" in f.context and f.context["aki"].nhs_stage != f.context["aki"].stage:
@@ -251,7 +281,12 @@ class TextRenderer:
                 lines.append("_" + common["association_caution"] + "_")
         if advice.withheld:
             reasons = "; ".join(self.t["gate"].get(g, g) for g in advice.withheld[0].conditions)
-            lines.append("**" + self._fill(common["withheld"], {"reasons": reasons}) + "** " + self.t["gate"]["instead"])
+            lines.append(
+                "**"
+                + self._fill(common["withheld"], {"reasons": reasons})
+                + "** "
+                + self.t["gate"]["instead"]
+            )
         if advice.missing:
             lines.append(self._fill(common["missing_data"], {"missing": ", ".join(advice.missing)}))
         if advice.direction in ("low", "high"):
@@ -265,7 +300,10 @@ class TextRenderer:
         if advice.lab_suggestion is not None:
             lf = advice.lab_suggestion
             lt = self.t["rules"][self.k.rule(lf.rule_id).text_key]
-            lab_label = self._fill(lt.get("label") or common.get("measure_mg_label", "Serum magnesium"), self.placeholders(lf))
+            lab_label = self._fill(
+                lt.get("label") or common.get("measure_mg_label", "Serum magnesium"),
+                self.placeholders(lf),
+            )
             if advice.withheld and "mg-missing" in advice.gate_conditions:
                 lab_label = common.get("measure_mg_label", lab_label)
         return Rendered(summary, "\n\n".join(lines), med_label, lab_label)

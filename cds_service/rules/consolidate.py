@@ -1,4 +1,4 @@
-"""Card consolidation (evidence.md §6): one Advice per direction, a lead rule, one Mg order at most."""
+"""Card consolidation (evidence.md §6): one Advice per direction, a lead, one Mg order at most."""
 
 from __future__ import annotations
 
@@ -51,10 +51,14 @@ def consolidate(knowledge: Knowledge, findings: list[Finding], ctx: EvalContext)
         elif meds and not med_taken:
             med = next((f for f in meds if f.dose is not None), None)
             med_taken = med is not None
-        lab = next((f for f in group if f.suggestion and f.suggestion.get("kind") == "lab-order"), None)
+        lab = next(
+            (f for f in group if f.suggestion and f.suggestion.get("kind") == "lab-order"), None
+        )
         if lab is None and withheld and "mg-missing" in held:
             lab = next((f for f in group if _is_med(f)), None)
-        magnesium = next((v for f in [lead, *group] for v in f.values if v.kind == m.SERUM_MG), None)
+        magnesium = next(
+            (v for f in [lead, *group] for v in f.values if v.kind == m.SERUM_MG), None
+        )
         if magnesium is None and latest is not None:
             magnesium = used(latest)
         advice.append(

@@ -15,7 +15,9 @@ def _fmt(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".")
 
 
-def compute_dose(s: dict[str, Any], ctx: EvalContext) -> tuple[Dose | None, str | None, dict[str, Any]]:
+def compute_dose(
+    s: dict[str, Any], ctx: EvalContext
+) -> tuple[Dose | None, str | None, dict[str, Any]]:
     """The dose a suggestion block prescribes: (dose, reason when none, weight info)."""
     diluent = s.get("diluent") or {}
     volume, fluid = diluent.get("volume_ml"), diluent.get("fluid")

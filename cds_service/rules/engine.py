@@ -1,14 +1,15 @@
-"""The rule engine: ``evaluate(knowledge, snapshot, now) -> list[Advice]``. Pure and deterministic."""
+"""The rule engine: ``evaluate(knowledge, snapshot, now) -> list[Advice]``; pure, deterministic."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from cds_service.clinical import model as m
 from cds_service.rules import facts as F
 from cds_service.rules.consolidate import consolidate
-from cds_service.rules.context import EvalContext
+from cds_service.rules.context import EvalContext, satisfies
 from cds_service.rules.dose import compute_dose
 from cds_service.rules.measures import compute
 from cds_service.rules.model import INDICATOR_ORDER, Advice, Finding, Knowledge, Rule, Threshold
@@ -37,7 +38,8 @@ def evaluate(knowledge: Knowledge, snapshot: m.ClinicalSnapshot, now: datetime) 
     findings = [_with_suggestion(knowledge.rule(f.rule_id), f, ctx) for f in findings]
     overrides = knowledge.site.indicator_overrides
     findings = [
-        _replace_indicator(f, overrides[f.rule_id]) if f.rule_id in overrides else f for f in findings
+        replace(f, indicator=overrides[f.rule_id]) if f.rule_id in overrides else f
+        for f in findings
     ]
     return consolidate(knowledge, findings, ctx)
 
@@ -79,7 +81,15 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
             return []
         bindings.update(found)
     if result is None:
-        return [Finding(rule.id, rule.direction, rule.indicator, context=bindings, suggestion=rule.suggestion)]
+        return [
+            Finding(
+                rule.id,
+                rule.direction,
+                rule.indicator,
+                context=bindings,
+                suggestion=rule.suggestion,
+            )
+        ]
     thresholds: tuple[Threshold, ...] = rule.thresholds
     if obstetric and rule.obstetric_thresholds:
         thresholds = rule.obstetric_thresholds
@@ -88,17 +98,22 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
     series = ctx.knowledge.measures[rule.measure].series  # type: ignore[index]
     for t in thresholds:
         in_unit = ctx.convert(series, value.value, t.bounds.unit)
-        if not F.satisfies(value.comparator, t.bounds, in_unit):
+        if not satisfies(value.comparator, t.bounds, in_unit):
             continue
         direction = t.direction if rule.direction == "by-threshold" else rule.direction
         indicator = rule.indicator
         for ind, bounds in rule.indicator_when:
             in_b = ctx.convert(series, value.value, bounds.unit)
-            if F.satisfies(value.comparator, bounds, in_b) and INDICATOR_ORDER[ind] > INDICATOR_ORDER[indicator]:
+            if (
+                satisfies(value.comparator, bounds, in_b)
+                and INDICATOR_ORDER[ind] > INDICATOR_ORDER[indicator]
+            ):
                 indicator = ind
         band = None
         for b in rule.bands:
-            if F.satisfies(value.comparator, b.bounds, ctx.convert(series, value.value, b.bounds.unit)):
+            if satisfies(
+                value.comparator, b.bounds, ctx.convert(series, value.value, b.bounds.unit)
+            ):
                 band = b.label
                 bindings["band_effect"] = b.effect
                 break
@@ -125,28 +140,7 @@ def _with_suggestion(rule: Rule, f: Finding, ctx: EvalContext) -> Finding:
         latest = ctx.latest(m.SERUM_MG, ctx.now - ctx.latest_mg_start)
         bounds = F.parse_bounds(s["when_latest_mg"], "", None, None)
         if latest is None or not ctx.meets(latest, bounds):
-            return _rebuild(f, suggestion=None)
+            return replace(f, suggestion=None)
     dose, reason, info = compute_dose(s, ctx)
     context: dict[str, Any] = {**f.context, **{f"dose_{k}": v for k, v in info.items()}}
-    return _rebuild(f, dose=dose, no_dose_reason=reason, context=context)
-
-
-def _rebuild(f: Finding, **changes: Any) -> Finding:
-    fields = {
-        "rule_id": f.rule_id,
-        "direction": f.direction,
-        "indicator": f.indicator,
-        "values": f.values,
-        "context": f.context,
-        "threshold": f.threshold,
-        "band": f.band,
-        "suggestion": f.suggestion,
-        "dose": f.dose,
-        "no_dose_reason": f.no_dose_reason,
-    }
-    fields.update(changes)
-    return Finding(**fields)
-
-
-def _replace_indicator(f: Finding, indicator: str) -> Finding:
-    return _rebuild(f, indicator=indicator)
+    return replace(f, dose=dose, no_dose_reason=reason, context=context)

@@ -116,7 +116,9 @@ def _register(
     None,
 ]:
     def deco(
-        pair: tuple[Callable[[Any, str, Checker], None], Callable[[Any, EvalContext, Bindings], Any]],
+        pair: tuple[
+            Callable[[Any, str, Checker], None], Callable[[Any, EvalContext, Bindings], Any]
+        ],
     ) -> None:
         FACTS[name] = FactSpec(pair[0], pair[1], doc)
 
@@ -177,7 +179,11 @@ _register("age", "age at the measure's sample time (else now) within the bounds 
 
 
 def _check_encounter(params: Any, where: str, checker: Checker) -> None:
-    if not isinstance(params, list) or not params or any(p not in ENCOUNTER_CLASSES for p in params):
+    if (
+        not isinstance(params, list)
+        or not params
+        or any(p not in ENCOUNTER_CLASSES for p in params)
+    ):
         raise FactError(f"{where}: expected a list of {ENCOUNTER_CLASSES}")
 
 
@@ -209,7 +215,11 @@ def current_icu_stay(ctx: EvalContext) -> m.IcuStay | None:
         ongoing = stay.end is None or stay.end >= ctx.now
         in_encounter = enc is not None and (
             stay.encounter_id == enc.id
-            or (enc.start is not None and enc.start <= stay.start and (enc.end is None or stay.start <= enc.end))
+            or (
+                enc.start is not None
+                and enc.start <= stay.start
+                and (enc.end is None or stay.start <= enc.end)
+            )
         )
         if (ongoing or in_encounter) and (best is None or stay.start > best.start):
             best = stay
@@ -250,7 +260,9 @@ def _eval_no_condition(params: Any, ctx: EvalContext, b: Bindings) -> Bindings |
     return None if _eval_condition(params, ctx, b) else {}
 
 
-_register("condition", "a counting Condition is in the value set(s)")((_check_sets, _eval_condition))
+_register("condition", "a counting Condition is in the value set(s)")(
+    (_check_sets, _eval_condition)
+)
 _register("no-condition", "no counting Condition is in the value set(s)")(
     (_check_sets, _eval_no_condition)
 )
@@ -266,7 +278,9 @@ def _check_none(params: Any, where: str, checker: Checker) -> None:
         raise FactError(f"{where}: takes no parameters")
 
 
-_register("obstetric", "pre-eclampsia/eclampsia coded (evidence.md §5)")((_check_none, _eval_obstetric))
+_register("obstetric", "pre-eclampsia/eclampsia coded (evidence.md §5)")(
+    (_check_none, _eval_obstetric)
+)
 
 
 # --- procedures -------------------------------------------------------------------------
@@ -372,10 +386,12 @@ def _eval_draft_order(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | 
     vs = ctx.knowledge.valuesets
     meds = [x for x in ctx.snapshot.medications if x.draft and vs.concept_match(x.concept, ids)]
     procs = [p for p in ctx.snapshot.procedures if p.planned and vs.concept_match(p.concept, ids)]
-    return {"draft_orders": meds + procs} if meds or procs else None  # type: ignore[operator]
+    return {"draft_orders": [*meds, *procs]} if meds or procs else None
 
 
-_register("draft-order", "a draft order of the hook is in the set(s)")((_check_sets, _eval_draft_order))
+_register("draft-order", "a draft order of the hook is in the set(s)")(
+    (_check_sets, _eval_draft_order)
+)
 
 
 def _check_given_since(params: Any, where: str, checker: Checker) -> None:
@@ -452,15 +468,21 @@ def _check_latest_lab(params: Any, where: str, checker: Checker) -> None:
     _duration(p.get("within"), f"{where}.within")
     from cds_service.rules.context import SERIES_QUANTITY
 
-    parse_bounds({k: v for k, v in p.items() if k not in ("kind", "within")}, where,
-                 SERIES_QUANTITY[p["kind"]], checker)
+    parse_bounds(
+        {k: v for k, v in p.items() if k not in ("kind", "within")},
+        where,
+        SERIES_QUANTITY[p["kind"]],
+        checker,
+    )
 
 
 def _eval_latest_lab(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
     result = ctx.latest(params["kind"], parse_duration(params["within"]))
     if result is None:
         return None
-    bounds = parse_bounds({k: v for k, v in params.items() if k not in ("kind", "within")}, "", None, None)
+    bounds = parse_bounds(
+        {k: v for k, v in params.items() if k not in ("kind", "within")}, "", None, None
+    )
     return {"lab": result} if ctx.meets(result, bounds) else None
 
 

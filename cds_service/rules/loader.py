@@ -94,7 +94,9 @@ def load_valuesets(folder: Path) -> ValueSets:
             system = _need(r, "system", w)
             _need(r, "source", w)
             if "prefix" in r:
-                ranges.append(CodeRange(system_key(system), prefix=code_key(system, str(r["prefix"]))))
+                ranges.append(
+                    CodeRange(system_key(system), prefix=code_key(system, str(r["prefix"])))
+                )
             elif "from" in r and "to" in r:
                 low, high = code_key(system, str(r["from"])), code_key(system, str(r["to"]))
                 if len(low) != len(high) or low > high:
@@ -105,7 +107,9 @@ def load_valuesets(folder: Path) -> ValueSets:
         names = tuple(str(t).lower() for t in data.get("text_match") or [])
         if not codes and not ranges and not names:
             raise MappingError(f"{where}: value set has no codes, ranges or text_match")
-        sets[vs_id] = ValueSet(vs_id, str(data.get("title", vs_id)), frozenset(codes), tuple(ranges), names, displays)
+        sets[vs_id] = ValueSet(
+            vs_id, str(data.get("title", vs_id)), frozenset(codes), tuple(ranges), names, displays
+        )
     return ValueSets(sets)
 
 
@@ -146,13 +150,17 @@ def _bounds(raw: Any, where: str, quantity: str | None, checker: F.Checker) -> B
         raise MappingError(str(exc)) from None
 
 
-def _threshold(raw: Any, where: str, quantity: str, checker: F.Checker, need_dir: bool) -> Threshold:
+def _threshold(
+    raw: Any, where: str, quantity: str, checker: F.Checker, need_dir: bool
+) -> Threshold:
     if not isinstance(raw, dict):
         raise MappingError(f"{where}: expected a mapping")
     direction = raw.get("direction")
     if need_dir and direction not in ("low", "high"):
         raise MappingError(f"{where}.direction: expected low or high")
-    bounds = _bounds({k: v for k, v in raw.items() if k in (*F.BOUND_KEYS, "unit")}, where, quantity, checker)
+    bounds = _bounds(
+        {k: v for k, v in raw.items() if k in (*F.BOUND_KEYS, "unit")}, where, quantity, checker
+    )
     return Threshold(direction or "", bounds, raw.get("label"), raw.get("effect"))
 
 
@@ -261,7 +269,9 @@ def load_rule(path: Path, order: int, measures: dict[str, Measure], checker: F.C
         if not isinstance(raw_t, list) or not raw_t:
             raise MappingError(f"{where}: a measure rule needs thresholds")
         thresholds = tuple(
-            _threshold(t, f"{where}: thresholds[{i}]", quantity, checker, direction == "by-threshold")
+            _threshold(
+                t, f"{where}: thresholds[{i}]", quantity, checker, direction == "by-threshold"
+            )
             for i, t in enumerate(raw_t)
         )
     if "trigger" in data:
@@ -270,7 +280,9 @@ def load_rule(path: Path, order: int, measures: dict[str, Measure], checker: F.C
             raise MappingError(f"{where}: trigger: expected one {{name: params}}")
         ((name, params),) = raw_trig.items()
         if name not in TRIGGERS:
-            raise MappingError(f"{where}: trigger: unknown trigger {name!r} (known: {sorted(TRIGGERS)})")
+            raise MappingError(
+                f"{where}: trigger: unknown trigger {name!r} (known: {sorted(TRIGGERS)})"
+            )
         try:
             TRIGGERS[name].check(params or {}, f"{where}: trigger.{name}", checker)
         except F.FactError as exc:
@@ -287,14 +299,18 @@ def load_rule(path: Path, order: int, measures: dict[str, Measure], checker: F.C
         ind = t.get("indicator") if isinstance(t, dict) else None
         if ind not in INDICATOR_ORDER:
             raise MappingError(f"{where}: indicator_when[{i}].indicator: unknown {ind!r}")
-        ind_when.append((ind, _threshold(t, f"{where}: indicator_when[{i}]", quantity, checker, False).bounds))
+        ind_when.append(
+            (ind, _threshold(t, f"{where}: indicator_when[{i}]", quantity, checker, False).bounds)
+        )
     stage_map = {int(k): v for k, v in (data.get("indicator_when_stage") or {}).items()}
     for stage, ind in stage_map.items():
         if ind not in INDICATOR_ORDER:
             raise MappingError(f"{where}: indicator_when_stage.{stage}: unknown indicator {ind!r}")
     obstetric = data.get("obstetric") or {}
     obst_thresholds = tuple(
-        _threshold(t, f"{where}: obstetric.thresholds[{i}]", quantity, checker, direction == "by-threshold")
+        _threshold(
+            t, f"{where}: obstetric.thresholds[{i}]", quantity, checker, direction == "by-threshold"
+        )
         for i, t in enumerate(obstetric.get("thresholds") or [])
     )
     raw_cites = data.get("citations")
@@ -310,7 +326,9 @@ def load_rule(path: Path, order: int, measures: dict[str, Measure], checker: F.C
     show = tuple(data.get("show_conditions") or [])
     for s in show:
         if s not in checker.valuesets:
-            raise MappingError(f"{where}: show_conditions: value set {s!r} is referenced but absent")
+            raise MappingError(
+                f"{where}: show_conditions: value set {s!r} is referenced but absent"
+            )
     return Rule(
         id=rule_id,
         version=version,
@@ -427,7 +445,9 @@ def _walk_keys(node: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def load_texts(folder: Path, rules: tuple[Rule, ...], gate_ids: list[str]) -> dict[str, dict[str, Any]]:
+def load_texts(
+    folder: Path, rules: tuple[Rule, ...], gate_ids: list[str]
+) -> dict[str, dict[str, Any]]:
     """Load ``text/<locale>.yaml`` and check that every locale has every key.
 
     :raises MappingError: a missing locale, a missing key, or an unknown placeholder.
@@ -451,10 +471,14 @@ def load_texts(folder: Path, rules: tuple[Rule, ...], gate_ids: list[str]) -> di
                     raise MappingError(f"{path}: {key}: unknown placeholder {{{name}}}")
         missing = sorted(k for k in base if k not in flat and k != "locale")
         if missing:
-            raise MappingError(f"{path}: missing text key {missing[0]} (and {len(missing) - 1} more)")
+            raise MappingError(
+                f"{path}: missing text key {missing[0]} (and {len(missing) - 1} more)"
+            )
         for rule in rules:
             if rule.text_key not in (data.get("rules") or {}):
-                raise MappingError(f"{path}: missing text key rules.{rule.text_key} (rule {rule.id})")
+                raise MappingError(
+                    f"{path}: missing text key rules.{rule.text_key} (rule {rule.id})"
+                )
         for gid in gate_ids:
             if gid not in (data.get("gate") or {}):
                 raise MappingError(f"{path}: missing text key gate.{gid}")
@@ -504,8 +528,12 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
     for i, g in enumerate(_need(gate_raw, "conditions", gpath, list)):
         w = f"{gpath}: conditions[{i}]"
         gid = _need(g, "id", w)
-        gate.append(GateCondition(gid, _facts([g.get("fact")], w, checker)[0], bool(g.get("suggest_lab"))))
-    gate_sources = tuple(_citation(c, f"{gpath}: source[{i}]") for i, c in enumerate(gate_raw.get("source") or []))
+        gate.append(
+            GateCondition(gid, _facts([g.get("fact")], w, checker)[0], bool(g.get("suggest_lab")))
+        )
+    gate_sources = tuple(
+        _citation(c, f"{gpath}: source[{i}]") for i, c in enumerate(gate_raw.get("source") or [])
+    )
     aki = _read(root / "aki.yaml")
     for key in ("kdigo", "nhs"):
         _need(aki, key, str(root / "aki.yaml"), dict)
@@ -517,9 +545,9 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
     for rid in order:
         if rid not in files:
             raise MappingError(f"{order_path}: rule {rid!r} has no file in rules/")
-    for stem in files:
+    for stem, path in files.items():
         if stem not in order:
-            raise MappingError(f"{files[stem]}: rule not listed in {order_path}")
+            raise MappingError(f"{path}: rule not listed in {order_path}")
     rules = tuple(load_rule(files[rid], i, measures, checker) for i, rid in enumerate(order))
     ids = [r.id for r in rules]
     if len(set(ids)) != len(ids):

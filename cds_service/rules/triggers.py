@@ -82,8 +82,15 @@ def _run_gap(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]:
                 context["window"] = parse_duration(c["window"])
             else:
                 context["window"] = ctx.now - since
-            return [Finding(rule.id, rule.direction, rule.indicator, context=context,
-                            suggestion=rule.suggestion)]
+            return [
+                Finding(
+                    rule.id,
+                    rule.direction,
+                    rule.indicator,
+                    context=context,
+                    suggestion=rule.suggestion,
+                )
+            ]
     return []
 
 
@@ -113,15 +120,28 @@ def _run_trend(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]
     vals = [ctx.convert(m.SERUM_MG, r.value, unit) for r in series]
     latest, earlier = vals[-1], vals[:-1]
     direction = None
-    if latest < p["falling"]["latest_lt"] and max(earlier) - latest >= p["falling"]["drop_ge"] - 1e-9:
+    if (
+        latest < p["falling"]["latest_lt"]
+        and max(earlier) - latest >= p["falling"]["drop_ge"] - 1e-9
+    ):
         direction = "low"
-    elif latest > p["rising"]["latest_gt"] and latest - min(earlier) >= p["rising"]["rise_ge"] - 1e-9:
+    elif (
+        latest > p["rising"]["latest_gt"] and latest - min(earlier) >= p["rising"]["rise_ge"] - 1e-9
+    ):
         direction = "high"
     if direction is None:
         return []
     context = {"trend": "falling" if direction == "low" else "rising", "n": len(series)}
-    return [Finding(rule.id, direction, rule.indicator, values=tuple(used(r) for r in series),
-                    context=context, suggestion=rule.suggestion)]
+    return [
+        Finding(
+            rule.id,
+            direction,
+            rule.indicator,
+            values=tuple(used(r) for r in series),
+            context=context,
+            suggestion=rule.suggestion,
+        )
+    ]
 
 
 # --- data-quality -------------------------------------------------------------------------
@@ -158,8 +178,15 @@ def _run_kdigo(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]
     if status.stage < 1 or status.current is None:
         return []
     indicator = rule.indicator_when_stage.get(status.stage, rule.indicator)
-    return [Finding(rule.id, rule.direction, indicator, values=(used(status.current),),
-                    context={"aki": status})]
+    return [
+        Finding(
+            rule.id,
+            rule.direction,
+            indicator,
+            values=(used(status.current),),
+            context={"aki": status},
+        )
+    ]
 
 
 # --- mg-order-unsafe ----------------------------------------------------------------------
@@ -173,7 +200,11 @@ def _check_unsafe(p: dict[str, Any], where: str, checker: F.Checker) -> None:
 
 def _run_unsafe(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]:
     vs = ctx.knowledge.valuesets
-    drafts = [x for x in ctx.snapshot.medications if x.draft and vs.concept_match(x.concept, MAGNESIUM_SETS)]
+    drafts = [
+        x
+        for x in ctx.snapshot.medications
+        if x.draft and vs.concept_match(x.concept, MAGNESIUM_SETS)
+    ]
     if not drafts:
         return []
     held: dict[str, F.Bindings] = ctx._cache["gate"]
@@ -182,7 +213,11 @@ def _run_unsafe(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding
         return []
     critical = any(g in p.get("critical_when", []) for g in reasons)
     context = {"reasons": reasons, "orders": drafts}
-    return [Finding(rule.id, rule.direction, "critical" if critical else rule.indicator, context=context)]
+    return [
+        Finding(
+            rule.id, rule.direction, "critical" if critical else rule.indicator, context=context
+        )
+    ]
 
 
 TRIGGERS: dict[str, TriggerSpec] = {
