@@ -4,13 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint bench rules-doc clean
+.PHONY: run test lint bench rules-doc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# `make run`: one foreground command; Ctrl-C stops every process it started.
+# Processes (cds-service commands) started side by side by cds_service.runner:
+RUN_COMMANDS ?= serve
+run: export CDS_AUTH ?= off
+run: export CDS_DATABASE_URL ?= sqlite:///$(CURDIR)/var/cds_service.db
+run: $(STAMP)
+	@if [ "$$CDS_AUTH" = off ]; then echo "warning: CDS_AUTH=off: requests are not authenticated (local use only)" >&2; fi
+	$(BIN)/cds-service migrate
+	exec $(BIN)/python -m cds_service.runner $(RUN_COMMANDS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests

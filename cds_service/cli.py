@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cds_service.clinical.fhir_extract import snapshot_from_cds_request, snapshots_from_bundle
+from cds_service.events.mllp import add_command as add_mllp
 from cds_service.render.fhir import OrderCodes
 from cds_service.render.report import advice_dict
 from cds_service.render.rules_table import rules_json, rules_markdown
@@ -19,6 +20,7 @@ from cds_service.render.text import TextRenderer
 from cds_service.rules.engine import evaluate
 from cds_service.rules.loader import MappingError, load_knowledge
 from cds_service.rules.model import Knowledge
+from cds_service.serve import add_commands
 
 PROJECT = Path(__file__).resolve().parent.parent
 EXIT_BAD_INPUT = 2
@@ -140,7 +142,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_rules(args: argparse.Namespace) -> int:
     knowledge = load(args.site)
     if args.format == "md":
-        print(rules_markdown(knowledge))
+        print(rules_markdown(knowledge), end="")  # already newline-terminated
     else:
         print(json.dumps(rules_json(knowledge), ensure_ascii=False, indent=1))
     return 0
@@ -162,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     ru = sub.add_parser("rules", help="print the rule table with citations")
     ru.add_argument("--format", choices=["json", "md"], default="json")
     ru.set_defaults(func=_cmd_rules)
+    add_commands(sub)
+    add_mllp(sub)
     return parser
 
 

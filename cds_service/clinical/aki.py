@@ -210,7 +210,7 @@ def assess_aki(
     :raises ValueError: a threshold needs conversion and ``units`` is None.
     """
     series = sorted((r for r in creatinine if r.time <= now), key=lambda r: r.time)
-    coded_times = [c.onset or c.recorded for c in coded_aki]
+    coded_times = [c.onset for c in coded_aki]
     coded_onset = max((x for x in coded_times if x is not None and x <= now), default=None)
     status = AkiStatus(coded=bool(coded_aki), present=bool(coded_aki), onset=coded_onset)
     episode = parse_duration(params["kdigo"]["episode_window"])

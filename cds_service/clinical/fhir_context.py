@@ -114,15 +114,18 @@ def read_encounter(
 
 
 def icu_stays(encounter: m.Encounter, parent_id: str | None) -> list[m.IcuStay]:
-    """ICU stays of one encounter: the encounter itself, else its ICU location periods."""
+    """ICU stays of one encounter: its timed ICU location periods, else the ICU encounter itself."""
     owner = parent_id or encounter.id
-    if encounter.is_icu and encounter.start is not None:
-        return [m.IcuStay(encounter.start, encounter.end, "Encounter", owner)]
-    return [
+    periods = [
         m.IcuStay(lp.start, lp.end, "Encounter.location", owner)
         for lp in encounter.locations
         if lp.is_icu and lp.start is not None
     ]
+    if periods:
+        return periods
+    if encounter.is_icu and encounter.start is not None:
+        return [m.IcuStay(encounter.start, encounter.end, "Encounter", owner)]
+    return []
 
 
 def _status_code(res: JsonDict, key: str) -> str | None:

@@ -96,7 +96,14 @@ def _classify(obs: JsonDict, table: LabTable) -> tuple[str, m.Coding] | None:
     A site code's documented unit is not used for a result sent without one:
     that result stays "unit uncertain" (evidence.md §1).
     """
-    codings = codings_of(get_dict(obs, "code"))
+    return classify_codings(codings_of(get_dict(obs, "code")), table)
+
+
+def classify_codings(codings: tuple[m.Coding, ...], table: LabTable) -> tuple[str, m.Coding] | None:
+    """The lab value set of the first coding that has one (site codes first), and the coding.
+
+    Shared by the FHIR reader and the HL7 v2 cheap scan (OBX-3).
+    """
     site = table.knowledge.site.lab_codes
     for c in codings:
         local = site.get((c.system, c.code))
@@ -275,4 +282,12 @@ def bad_resource(res: Any, error: str) -> m.Excluded:
     return m.Excluded(name, m.BAD_RESOURCE, f"unreadable resource: {error}")
 
 
-__all__ = ["LAB_SETS", "BadResource", "LabTable", "bad_resource", "lab_table", "read_observation"]
+__all__ = [
+    "LAB_SETS",
+    "BadResource",
+    "LabTable",
+    "bad_resource",
+    "classify_codings",
+    "lab_table",
+    "read_observation",
+]

@@ -42,6 +42,17 @@ def _concept_name(concept: m.Concept) -> str:
     return concept.codings[0].code if concept.codings else "n/a"
 
 
+def _side(f: Finding) -> str:
+    """The text variant of a finding: its direction, else the side of the bound that fired.
+
+    A ``monitoring`` rule with low and high thresholds (``reference-range``) must say
+    "below" for a low value and "above" for a high one.
+    """
+    if f.direction in ("low", "high") or f.threshold is None:
+        return f.direction
+    return "low" if f.threshold.lt is not None or f.threshold.le is not None else "high"
+
+
 @dataclass(frozen=True)
 class Rendered:
     """The text of one advice: summary, markdown detail, suggestion labels."""
@@ -129,8 +140,14 @@ class TextRenderer:
                 f"{fmt_num(aki.baseline)} mg/dL" if aki.baseline is not None else "n/a"
             )
             vals["nhs_stage"] = aki.nhs_stage
-            if aki.current is not None and not f.values:
-                vals["value"] = f"{fmt_num(aki.current.value)} mg/dL"
+            # the creatinine that met the criteria (the peak of the episode), then the current one
+            shown = [r for r in (aki.peak, aki.current) if r is not None]
+            shown = [r for i, r in enumerate(shown) if r not in shown[:i]]
+            if shown:
+                vals["value"] = f"{fmt_num(shown[0].value)} mg/dL"
+                vals["values"] = ", ".join(
+                    f"{fmt_num(r.value)} mg/dL ({fmt_time(r.time)})" for r in shown
+                )
         if f.band:
             vals["band"] = f.band + (f" — {c['band_effect']}" if c.get("band_effect") else "")
         if "measure_n" in c:
@@ -183,6 +200,11 @@ class TextRenderer:
         if exclusions:
             vals["exclusions"] = "; ".join(exclusions)
         vals["study"], vals["design"] = rule.evidence.study, rule.evidence.design
+        low, high = self.k.reference_range
+        vals["reference_range"] = f"{fmt_num(low)}-{fmt_num(high)} mg/dL"
+        lab_range = next((v.reference_range for v in f.values if v.reference_range), None)
+        if lab_range:
+            vals["reference_range"] += f" ({self.t['common']['lab_range']}: {lab_range})"
         return vals
 
     def _markers(self, rule: Rule, c: dict[str, Any]) -> str:
@@ -235,7 +257,7 @@ class TextRenderer:
         lead_rule = self.k.rule(lead.rule_id)
         texts = self.t["rules"][lead_rule.text_key]
         vals = self.placeholders(lead)
-        summary = self._fill(self._pick(texts["summary"], lead.direction, lead.indicator), vals)
+        summary = self._fill(self._pick(texts["summary"], _side(lead), lead.indicator), vals)
         if len(summary) > SUMMARY_LIMIT:
             summary = summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
         common = self.t["common"]
@@ -257,9 +279,7 @@ class TextRenderer:
             rule = self.k.rule(f.rule_id)
             rt = self.t["rules"][rule.text_key]
             fv = self.placeholders(f)
-            lines.append(
-                f"### {self._fill(self._pick(rt['summary'], f.direction, f.indicator), fv)}"
-            )
+            lines.append(f"### {self._fill(self._pick(rt['summary'], _side(f), f.indicator), fv)}")
             if "context" in rt:
                 lines.append(self._fill(rt["context"], fv))
             action_key = (
@@ -270,7 +290,7 @@ class TextRenderer:
             if action_key in rt:
                 lines.append(
                     f"**{common['what_to_do']}:** "
-                    + self._fill(self._pick(rt[action_key], f.direction, f.indicator), fv)
+                    + self._fill(self._pick(rt[action_key], _side(f), f.indicator), fv)
                 )
             if f.no_dose_reason and "no_dose" in rt:
                 lines.append(self._fill(rt["no_dose"], fv))

@@ -33,28 +33,42 @@ def usable_in_window(result: m.LabResult, start: datetime, end: datetime) -> boo
     return start <= result.time <= end
 
 
+# Relative tolerance of every threshold comparison. A value exactly at a boundary but
+# sent in another unit (1.7 mg/dL = 1.7/2.4305 mmol/L) comes back from the unit
+# conversion a few ulps off (1.6999999999999997); it must still count as "at" the
+# boundary (evidence.md §1: "<" vs "≤" exact, no rounding beyond float noise).
+REL_TOLERANCE = 1e-9
+
+
+def _tol(bound: float) -> float:
+    return REL_TOLERANCE * max(1.0, abs(bound))
+
+
 def satisfies(comparator: str | None, bounds: Bounds, value_in_unit: float) -> bool:
     """Whether a (possibly censored) value decidedly meets every bound.
 
     ``value_in_unit`` is the value converted to ``bounds.unit``; a comparator
     result (``<1.0``) satisfies a bound only when the comparator decides it.
+    Values within float noise of a bound (``REL_TOLERANCE``) count as equal to it.
     """
     v = value_in_unit
     upper_ok = comparator in (None, "<", "<=")
     lower_ok = comparator in (None, ">", ">=")
     if bounds.lt is not None:
+        b, t = bounds.lt, _tol(bounds.lt)
         if not upper_ok:
             return False
-        if not (v < bounds.lt or (comparator == "<" and v <= bounds.lt)):
+        if not (v < b - t or (comparator == "<" and v <= b + t)):
             return False
-    if bounds.le is not None and not (upper_ok and v <= bounds.le):
+    if bounds.le is not None and not (upper_ok and v <= bounds.le + _tol(bounds.le)):
         return False
     if bounds.gt is not None:
+        b, t = bounds.gt, _tol(bounds.gt)
         if not lower_ok:
             return False
-        if not (v > bounds.gt or (comparator == ">" and v >= bounds.gt)):
+        if not (v > b + t or (comparator == ">" and v >= b - t)):
             return False
-    return not (bounds.ge is not None and not (lower_ok and v >= bounds.ge))
+    return not (bounds.ge is not None and not (lower_ok and v >= bounds.ge - _tol(bounds.ge)))
 
 
 @dataclass

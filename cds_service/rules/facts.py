@@ -9,6 +9,7 @@ and card text use.
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -146,14 +147,32 @@ def _duration(value: object, where: str) -> None:
 # --- age -------------------------------------------------------------------------------
 
 
+def _add_months(d: date, months: int) -> date:
+    """The same day ``months`` later, clipped to the last day of a shorter month."""
+    total = d.year * 12 + d.month - 1 + months
+    year, month0 = divmod(total, 12)
+    day = min(d.day, calendar.monthrange(year, month0 + 1)[1])
+    return date(year, month0 + 1, day)
+
+
 def age_in(unit: str, birth: date, at: datetime) -> float:
-    """Completed years (``a``) or months (``mo``) between birth and a time."""
+    """Exact age in years (``a``) or months (``mo``) at a time, to the day.
+
+    Completed months plus the elapsed fraction of the current month: exactly 3
+    months on the 3-month anniversary, more than 3 the day after (so "> 3 months"
+    holds then), 18.0 years on the 18th birthday and less the day before.
+    """
     d = at.date()
-    months = (d.year - birth.year) * 12 + (d.month - birth.month) - (d.day < birth.day)
-    return months / 12 if unit == "a" else float(months)
+    months = (d.year - birth.year) * 12 + (d.month - birth.month)
+    if _add_months(birth, months) > d:
+        months -= 1
+    last, following = _add_months(birth, months), _add_months(birth, months + 1)
+    exact = months + (d - last).days / (following - last).days
+    return exact / 12 if unit == "a" else exact
 
 
 def _check_age(params: Any, where: str, checker: Checker) -> None:
+    _mapping(params, where, {"unit", *BOUND_KEYS})
     bounds = parse_bounds(params, where, None, None)
     if bounds.unit not in ("a", "mo"):
         raise FactError(f"{where}: age unit must be 'a' or 'mo'")
@@ -281,6 +300,13 @@ def _check_none(params: Any, where: str, checker: Checker) -> None:
 _register("obstetric", "pre-eclampsia/eclampsia coded (evidence.md §5)")(
     (_check_none, _eval_obstetric)
 )
+
+
+def _eval_age_unknown(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
+    return {} if ctx.snapshot.birth_date is None else None
+
+
+_register("age-unknown", "the patient's birth date is unknown")((_check_none, _eval_age_unknown))
 
 
 # --- procedures -------------------------------------------------------------------------

@@ -41,6 +41,7 @@ PLACEHOLDERS = frozenset(
     "dose infusion bolus_minutes rate target monitoring_context age weight reasons rules missing "
     "study design effects reference_range unit exclusions nhs_stage".split()
 )
+_THRESHOLD_KEYS = ("unit", "direction", "label", "effect", "indicator")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -155,6 +156,11 @@ def _threshold(
 ) -> Threshold:
     if not isinstance(raw, dict):
         raise MappingError(f"{where}: expected a mapping")
+    unknown = sorted(set(raw) - {*F.BOUND_KEYS, *_THRESHOLD_KEYS})
+    if unknown:
+        raise MappingError(
+            f"{where}: unknown key(s) {unknown} (bounds are {', '.join(F.BOUND_KEYS)}, with a unit)"
+        )
     direction = raw.get("direction")
     if need_dir and direction not in ("low", "high"):
         raise MappingError(f"{where}.direction: expected low or high")
@@ -381,11 +387,14 @@ def _check_suggestion(raw: Any, where: str, checker: F.Checker) -> None:
             raise MappingError(f"{where}.max_rate.unit: expected mg/min")
         w = raw["weight"]
         _bounds({k: v for k, v in w.items() if k != "within"}, f"{where}.weight", "weight", checker)
-        try:
-            parse_duration(w.get("within"))
-            parse_duration(raw.get("min_bolus", "0m"))
-        except ValueError as exc:
-            raise MappingError(f"{where}: {exc}") from None
+        for field, value in (
+            ("weight.within", w.get("within")),
+            ("min_bolus", raw.get("min_bolus", "0m")),
+        ):
+            try:
+                parse_duration(value)
+            except ValueError as exc:
+                raise MappingError(f"{where}.{field}: {exc}") from None
     else:
         raise MappingError(f"{where}: a medication suggestion needs dose or dose_per_kg")
     if "when_latest_mg" in raw:
@@ -418,7 +427,10 @@ def load_measures(path: Path) -> dict[str, Measure]:
             try:
                 window = Window(*parse_window(raw["window"], where))
             except ValueError as exc:
-                raise MappingError(str(exc)) from None
+                text = str(exc)
+                raise MappingError(
+                    text if text.startswith(where) else f"{where}.window: {text}"
+                ) from None
         elif anchor != "encounter":
             raise MappingError(f"{where}: missing field 'window'")
         out[mid] = Measure(
@@ -540,8 +552,9 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
     order_path = root / "rule-order.yaml"
     order = _need(_read(order_path), "order", str(order_path), list)
     files = {p.stem: p for p in (root / "rules").glob("*.yaml")}
-    if len(set(order)) != len(order):
-        raise MappingError(f"{order_path}: duplicate id in order")
+    twice = sorted({rid for rid in order if order.count(rid) > 1})
+    if twice:
+        raise MappingError(f"{order_path}: order: rule id(s) listed twice: {twice}")
     for rid in order:
         if rid not in files:
             raise MappingError(f"{order_path}: rule {rid!r} has no file in rules/")

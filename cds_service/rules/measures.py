@@ -48,6 +48,7 @@ def used(result: m.LabResult, flags: tuple[str, ...] = ()) -> ValueUsed:
         code=result.code.code,
         resource=result.id,
         flags=tuple(sorted(result.time_flags)) + flags,
+        reference_range=result.reference_range,
     )
 
 

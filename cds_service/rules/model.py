@@ -217,6 +217,7 @@ class ValueUsed:
     corrected_from: float | None = None
     albumin_g_dl: float | None = None
     flags: tuple[str, ...] = ()
+    reference_range: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

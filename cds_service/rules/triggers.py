@@ -12,10 +12,10 @@ from typing import Any
 
 from cds_service.clinical import model as m
 from cds_service.rules import facts as F
-from cds_service.rules.context import MAGNESIUM_SETS, EvalContext
+from cds_service.rules.context import MAGNESIUM_SETS, EvalContext, satisfies
 from cds_service.rules.durations import parse_duration
 from cds_service.rules.measures import used
-from cds_service.rules.model import Finding, Rule
+from cds_service.rules.model import Bounds, Finding, Rule
 
 Run = Callable[[Rule, dict[str, Any], EvalContext], list[Finding]]
 
@@ -76,7 +76,9 @@ def _run_gap(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]:
                 assert end is not None
                 since = end
             if ctx.results(m.SERUM_MG, since, ctx.now):
-                return []
+                # monitored in this context; another context (e.g. cardiac surgery
+                # ended since the last ICU value) may still have a gap
+                continue
             context = {"monitoring_context": c["id"], "since": since, **bindings}
             if "window" in c:
                 context["window"] = parse_duration(c["window"])
@@ -119,14 +121,14 @@ def _run_trend(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]
     unit = p["unit"]
     vals = [ctx.convert(m.SERUM_MG, r.value, unit) for r in series]
     latest, earlier = vals[-1], vals[:-1]
+    fall, rise = p["falling"], p["rising"]
     direction = None
-    if (
-        latest < p["falling"]["latest_lt"]
-        and max(earlier) - latest >= p["falling"]["drop_ge"] - 1e-9
+    if satisfies(None, Bounds(unit, lt=float(fall["latest_lt"])), latest) and satisfies(
+        None, Bounds(unit, ge=float(fall["drop_ge"])), max(earlier) - latest
     ):
         direction = "low"
-    elif (
-        latest > p["rising"]["latest_gt"] and latest - min(earlier) >= p["rising"]["rise_ge"] - 1e-9
+    elif satisfies(None, Bounds(unit, gt=float(rise["latest_gt"])), latest) and satisfies(
+        None, Bounds(unit, ge=float(rise["rise_ge"])), latest - min(earlier)
     ):
         direction = "high"
     if direction is None:

@@ -8,6 +8,7 @@ import pytest
 
 from cds_service.rules.loader import load_knowledge
 from cds_service.rules.model import Knowledge
+from tests.dbsupport import db_url, pg_schema_url, store  # noqa: F401 - shared DB fixtures
 
 ROOT = Path(__file__).parents[2]
 MAPPINGS = ROOT / "mappings"

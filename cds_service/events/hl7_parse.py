@@ -1,0 +1,113 @@
+"""Segment parsing with ``hl7apy`` (the product's named parser) into plain field lists.
+
+Only the segments the store reads are parsed (MSH, EVN, PID, PV1, ORC, OBR, the OBX
+of interest, DG1, PR1, MRG); the rest are skipped, so a Z-segment or a segment of a
+later version (PRT) never fails a message. Segments are parsed one by one in the
+order sent and grouped by position (an OBX belongs to the OBR before it), which works
+the same in every version: no version-dependent group names are needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hl7apy import SUPPORTED_LIBRARIES
+from hl7apy.exceptions import HL7apyException
+from hl7apy.parser import parse_segment
+
+from cds_service.events.hl7_er7 import Msh, Separators, component_of, unescape
+
+FALLBACK_VERSION = "2.5.1"
+CONTEXT_SEGMENTS = frozenset({"MSH", "EVN", "PID", "PV1", "ORC", "OBR", "DG1", "PR1", "MRG"})
+
+
+class SegmentError(ValueError):
+    """A segment hl7apy cannot parse; ``location`` is ``SEG^seq`` for ERR-2."""
+
+    def __init__(self, location: str, text: str) -> None:
+        """Remember where the error is (no field content: it may hold patient data)."""
+        super().__init__(text)
+        self.location = location
+
+
+@dataclass(frozen=True)
+class Seg:
+    """One parsed segment: its name, position, and each field's repetitions as ER7 text."""
+
+    name: str
+    index: int
+    fields: dict[int, tuple[str, ...]]
+    seps: Separators
+
+    def reps(self, n: int) -> tuple[str, ...]:
+        """The repetitions of field n (empty tuple when absent)."""
+        return self.fields.get(n, ())
+
+    def field(self, n: int) -> str:
+        """The first repetition of field n as ER7 text ('' when absent)."""
+        reps = self.fields.get(n)
+        return reps[0] if reps else ""
+
+    def comp(self, n: int, c: int = 1, rep: str | None = None) -> str:
+        """Component c of field n (first repetition unless ``rep`` given), unescaped."""
+        value = self.field(n) if rep is None else rep
+        return unescape(component_of(value, c, self.seps), self.seps).strip()
+
+    def sub(self, value: str, n: int) -> str:
+        """Subcomponent n of a component value, unescaped."""
+        parts = value.split(self.seps.subcomponent)
+        return unescape(parts[n - 1], self.seps).strip() if n - 1 < len(parts) else ""
+
+
+def version_for(msh: Msh) -> str:
+    """The hl7apy version to parse with: MSH-12 when hl7apy knows it, else 2.5.1."""
+    version = msh.version.strip()
+    return version if version in SUPPORTED_LIBRARIES and version >= "2.3" else FALLBACK_VERSION
+
+
+def _encoding(seps: Separators) -> dict[str, str]:
+    return {
+        "GROUP": "\r",
+        "SEGMENT": "\r",
+        "FIELD": seps.field,
+        "COMPONENT": seps.component,
+        "SUBCOMPONENT": seps.subcomponent,
+        "REPETITION": seps.repetition,
+        "ESCAPE": seps.escape,
+    }
+
+
+def parse_one(text: str, index: int, msh: Msh, version: str) -> Seg:
+    """Parse one segment with hl7apy.
+
+    :raises SegmentError: hl7apy rejects the segment.
+    """
+    name = text[:3]
+    if name == "MSH":  # hl7apy takes four encoding characters (drop a v2.7 truncation char)
+        fields = text.split(msh.seps.field)
+        text = msh.seps.field.join([fields[0], msh.seps.msh2, *fields[2:]])
+    try:
+        seg = parse_segment(text, version=version, encoding_chars=_encoding(msh.seps))
+    except (HL7apyException, ValueError, TypeError, IndexError, KeyError) as exc:
+        raise SegmentError(f"{name}^{index + 1}", f"{name} segment cannot be parsed") from exc
+    fields_out: dict[int, list[str]] = {}
+    for child in seg.children:
+        child_name = child.name or ""
+        _, _, number = child_name.rpartition("_")
+        if number.isdigit():
+            fields_out.setdefault(int(number), []).append(child.to_er7())
+    return Seg(name, index, {k: tuple(v) for k, v in fields_out.items()}, msh.seps)
+
+
+def parse_segments(segments: list[str], msh: Msh, wanted: set[int]) -> list[Seg]:
+    """Parse the context segments and the OBX at the ``wanted`` positions, in message order.
+
+    :raises SegmentError: a needed segment hl7apy rejects.
+    """
+    version = version_for(msh)
+    out = []
+    for i, text in enumerate(segments):
+        name = text[:3]
+        if name in CONTEXT_SEGMENTS or (name == "OBX" and i in wanted):
+            out.append(parse_one(text, i, msh, version))
+    return out

@@ -1,0 +1,89 @@
+"""``POST /hl7v2``: one HL7 v2 message over HTTP; the ACK (ER7), or JSON with the cards."""
+
+from __future__ import annotations
+
+import codecs
+import hmac
+import threading
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from cds_service.events.ingest import Ingestor, Outcome
+from cds_service.hooks.errors import Unauthorized, UnsupportedMediaType
+
+bp = Blueprint("hl7v2", __name__)
+MEDIA_TYPES = frozenset(
+    {"text/plain", "application/hl7-v2", "application/hl7-v2+er7", "x-application/hl7-v2+er7",
+     "application/edi-hl7", "application/octet-stream", ""}
+)  # fmt: skip
+EXTENSION = "cds_events"
+_LOCK = threading.Lock()
+
+
+def ingestor() -> Ingestor:
+    """The app's Ingestor, built once from its settings and knowledge (database migrated)."""
+    found = current_app.extensions.get(EXTENSION)
+    if found is None:
+        with _LOCK:
+            found = current_app.extensions.get(EXTENSION)
+            if found is None:
+                from cds_service.events.service import build_ingestor
+
+                state = current_app.extensions["cds"]
+                found = build_ingestor(state.settings, knowledge=state.knowledge)
+                current_app.extensions[EXTENSION] = found
+    assert isinstance(found, Ingestor)
+    return found
+
+
+def _authorise() -> None:
+    """Bearer ``CDS_EVENTS_TOKEN`` unless ``CDS_AUTH=off`` (constant-time comparison).
+
+    :raises Unauthorized: missing or wrong token (also when no token is configured).
+    """
+    settings = current_app.extensions["cds"].settings
+    if settings.auth == "off":
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected = settings.events_token
+    if not expected or scheme.lower() != "bearer":
+        raise Unauthorized("authentication required")
+    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("authentication required")
+
+
+def _charset() -> str:
+    charset = request.mimetype_params.get("charset", "")
+    try:
+        return codecs.lookup(charset).name if charset else ""
+    except LookupError:
+        return ""
+
+
+def _cards(outcome: Outcome) -> list[dict[str, Any]]:
+    """Cards for the advice this message issued (none in shadow mode or for a duplicate)."""
+    state = current_app.extensions["cds"]
+    if state.settings.shadow:
+        return []
+    locale = request.accept_languages.best_match(["en", "zh-CN"]) or state.settings.locale
+    cards: list[dict[str, Any]] = []
+    for ev in outcome.evaluations:
+        cards.extend(state.cards.cards(ev.advice, ev.snapshot, locale, ev.now))
+    return cards
+
+
+@bp.post("/hl7v2")
+def receive() -> Response:
+    """Handle one ER7 message; the ACK in ER7, or ``{"ack", "cards"}`` for Accept JSON."""
+    _authorise()
+    if request.mimetype not in MEDIA_TYPES and not request.mimetype.startswith("text/"):
+        raise UnsupportedMediaType("send the message as text/plain or application/hl7-v2")
+    outcome = ingestor().handle(request.get_data(cache=False), "http", charset=_charset())
+    best = request.accept_mimetypes.best_match(["application/hl7-v2", "application/json"])
+    if best == "application/json":
+        return jsonify({"ack": outcome.ack, "cards": _cards(outcome)})
+    response = Response(outcome.ack_bytes, status=200)
+    response.headers["Content-Type"] = f"application/hl7-v2; charset={outcome.codec}"
+    return response

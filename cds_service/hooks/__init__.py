@@ -1,0 +1,1 @@
+"""CDS Hooks HTTP: discovery, services, feedback, prefetch, auth."""

@@ -1,0 +1,1 @@
+"""Operational HTTP: CORS, health, readiness, metrics, the rule table, the OpenAPI document."""

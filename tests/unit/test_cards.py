@@ -1,0 +1,68 @@
+"""Card rendering (render/cards.py) from a real evaluation of the positive-control request."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from cds_service.clinical.fhir_extract import snapshot_from_cds_request
+from cds_service.render.cards import CardRenderer, prune
+from cds_service.render.fhir import OrderCodes
+from cds_service.rules.engine import evaluate
+from cds_service.rules.model import Knowledge
+from tests.integration.hooks_support import MAPPINGS, check_response, positive_control
+
+
+@pytest.fixture(scope="module")
+def cards(knowledge: Knowledge) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    snap = snapshot_from_cds_request(positive_control(), knowledge, now=now)
+    renderer = CardRenderer(knowledge, OrderCodes(MAPPINGS / "orders.yaml"))
+    out = renderer.cards(evaluate(knowledge, snap, now), snap, "en", now)
+    check_response({"cards": out})
+    return out
+
+
+def test_detail_is_markdown(cards: list[dict[str, Any]]) -> None:
+    for card in cards:
+        assert "**" in card["detail"] or "### " in card["detail"]
+        assert "<" not in card["detail"].replace("<1", "").replace("< ", "")  # no raw HTML
+
+
+def test_source_is_the_study_not_a_drill_down(cards: list[dict[str, Any]], knowledge: Knowledge) -> None:
+    for card in cards:
+        rule = knowledge.rule(card["source"]["topic"]["code"])
+        assert card["source"]["url"] in {c.link for c in rule.citations}
+        assert card["source"]["topic"]["display"] == rule.title
+
+
+def test_at_most_one_recommended_suggestion(cards: list[dict[str, Any]]) -> None:
+    for card in cards:
+        recommended = [s for s in card.get("suggestions", []) if s.get("isRecommended")]
+        assert len(recommended) <= 1
+        if "suggestions" in card:
+            assert card["selectionBehavior"] == "at-most-one"
+
+
+def test_one_action_per_suggestion(cards: list[dict[str, Any]]) -> None:
+    for card in cards:
+        for s in card.get("suggestions", []):
+            assert len(s["actions"]) == 1 and s["actions"][0]["type"] == "create"
+            assert s["actions"][0]["description"] == s["label"]
+
+
+def test_absolute_links_have_no_app_context(cards: list[dict[str, Any]]) -> None:
+    links = [link for card in cards for link in card["links"]]
+    assert links and all(link["type"] == "absolute" and "appContext" not in link for link in links)
+
+
+def test_override_reasons_only_on_warning_and_critical(cards: list[dict[str, Any]]) -> None:
+    for card in cards:
+        assert ("overrideReasons" in card) is (card["indicator"] in ("warning", "critical"))
+
+
+def test_prune_drops_null_and_empty_members() -> None:
+    assert prune({"a": None, "b": [], "c": {}, "d": "", "e": [None, {"f": None}], "g": False, "h": 0}) == {
+        "g": False, "h": 0}  # fmt: skip
