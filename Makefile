@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 # `make run`: one foreground command; Ctrl-C stops every process it started.
 # Processes (cds-service commands) started side by side by cds_service.runner:
-RUN_COMMANDS ?= serve
+RUN_COMMANDS ?= serve mllp
 run: export CDS_AUTH ?= off
 run: export CDS_DATABASE_URL ?= sqlite:///$(CURDIR)/var/cds_service.db
 run: $(STAMP)

@@ -88,14 +88,35 @@ def build_bundle() -> dict[str, Any]:
         r["id"] = f"bench-{loinc}-{n}"
         e["fullUrl"] = f"urn:uuid:00000000-0000-4000-8000-{n:012d}"
         r["code"] = {"coding": [{"system": LOINC, "code": loinc, "display": display}]}
-        r["valueQuantity"] = {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+        r["valueQuantity"] = {
+            "value": value,
+            "unit": unit,
+            "system": "http://unitsofmeasure.org",
+            "code": unit,
+        }
         r["effectiveDateTime"] = at
         r.pop("issued", None)
         return e
 
     extra = [
-        added(creat[0], 1, "62238-1", "eGFR CKD-EPI", 78, "mL/min/{1.73_m2}", "2156-04-20T03:30:00+00:00"),
-        added(creat[0], 2, "62238-1", "eGFR CKD-EPI", 95, "mL/min/{1.73_m2}", "2156-04-27T07:00:00+00:00"),
+        added(
+            creat[0],
+            1,
+            "62238-1",
+            "eGFR CKD-EPI",
+            78,
+            "mL/min/{1.73_m2}",
+            "2156-04-20T03:30:00+00:00",
+        ),
+        added(
+            creat[0],
+            2,
+            "62238-1",
+            "eGFR CKD-EPI",
+            95,
+            "mL/min/{1.73_m2}",
+            "2156-04-27T07:00:00+00:00",
+        ),
         added(creat[0], 3, "29463-7", "Body weight", 61.5, "kg", "2156-04-13T08:00:00+00:00"),
         added(creat[0], 4, "29463-7", "Body weight", 59.8, "kg", "2156-04-27T08:00:00+00:00"),
     ]
@@ -142,7 +163,9 @@ def main() -> int:
     def total() -> list[dict[str, Any]]:
         d = json.loads(raw)
         (s,) = snapshots_from_bundle(d, knowledge, now=NOW)
-        return [advice_dict(knowledge, a, s, renderer, codes, NOW) for a in evaluate(knowledge, s, NOW)]
+        return [
+            advice_dict(knowledge, a, s, renderer, codes, NOW) for a in evaluate(knowledge, s, NOW)
+        ]
 
     stages = {
         "json.loads": lambda: json.loads(raw),
@@ -158,9 +181,11 @@ def main() -> int:
     tracemalloc.stop()
 
     kinds = [s["resource"]["resourceType"] for a in render() for s in a["suggestions"]]
-    print(f"Evaluate benchmark: {len(bundle['entry'])}-entry bundle ({len(raw) / 1024:.0f} KiB), "
-          f"{len(snap.serum_mg)} Mg, {len(snap.creatinine)} creatinine; "
-          f"{len(advice)} cards ({', '.join(a.direction for a in advice)}), suggestions: {kinds}")
+    print(
+        f"Evaluate benchmark: {len(bundle['entry'])}-entry bundle ({len(raw) / 1024:.0f} KiB), "
+        f"{len(snap.serum_mg)} Mg, {len(snap.creatinine)} creatinine; "
+        f"{len(advice)} cards ({', '.join(a.direction for a in advice)}), suggestions: {kinds}"
+    )
     print(f"Python {platform.python_version()} on {platform.machine()}, {ITERATIONS} iterations")
     print()
     width = max(len(n) for n in results)

@@ -16,6 +16,7 @@ from flask import Flask
 from cds_service.config import ConfigError, Settings
 from cds_service.hooks.auth import JwtVerifier
 from cds_service.hooks.errors import register_error_handlers
+from cds_service.events.http import bp as hl7v2_bp
 from cds_service.hooks.feedback import bp as feedback_bp
 from cds_service.hooks.fhir_client import new_session
 from cds_service.hooks.routes import bp as hooks_bp
@@ -60,6 +61,8 @@ def build_state(settings: Settings) -> ServiceState:
         tz: tzinfo = ZoneInfo(settings.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"CDS_TIMEZONE: unknown timezone {settings.timezone!r}") from None
+    if settings.auth == "jwt" and not settings.secret:
+        raise ConfigError("CDS_SECRET must be set with CDS_AUTH=jwt (it keys identifier hashes)")
     store = open_store(settings.database_url, settings.secret)
     verifier = JwtVerifier(settings, store) if settings.auth == "jwt" else None
     return ServiceState(
@@ -90,7 +93,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     init_metrics(app, frozenset(state.services))
     init_cors(app, settings.cors_origins)
-    for bp in (hooks_bp, feedback_bp, docs_bp, ops_bp):
+    for bp in (hooks_bp, feedback_bp, hl7v2_bp, docs_bp, ops_bp):
         app.register_blueprint(bp)
     if settings.auth == "off":
         log.warning("CDS_AUTH=off: CDS Hooks calls are not authenticated (local use only)")

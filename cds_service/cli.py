@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cds_service.clinical.fhir_extract import snapshot_from_cds_request, snapshots_from_bundle
+from cds_service.events.commands import add_commands as add_event_commands
 from cds_service.events.mllp import add_command as add_mllp
 from cds_service.render.fhir import OrderCodes
 from cds_service.render.report import advice_dict
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     ru.set_defaults(func=_cmd_rules)
     add_commands(sub)
     add_mllp(sub)
+    add_event_commands(sub)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -16,6 +17,8 @@ from cds_service.render.text import TextRenderer
 from cds_service.rules.engine import evaluate
 from cds_service.rules.model import Advice, Knowledge
 from cds_service.store.events_models import AdviceIssued, Patient
+
+SnapshotFn = Callable[[Session, Patient, datetime], m.ClinicalSnapshot]
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,15 @@ def advise(
     trigger: Trigger,
     arrival: datetime,
     policy: Policy,
+    *,
+    snapshot_fn: SnapshotFn | None = None,
 ) -> Evaluation:
-    """Evaluate the patient at the trigger and store (and queue) advice not issued before."""
+    """Evaluate the patient at the trigger and store (and queue) advice not issued before.
+
+    ``snapshot_fn`` replaces ``build_snapshot`` (FHIR events add context from the server).
+    """
     now, late = evaluation_time(trigger.time, arrival, policy.max_age)
-    snapshot = build_snapshot(session, patient, now)
+    snapshot = (snapshot_fn or build_snapshot)(session, patient, now)
     issued: list[AdviceIssued] = []
     new: list[Advice] = []
     for advice in evaluate(knowledge, snapshot, now):

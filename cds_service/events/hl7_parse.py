@@ -1,8 +1,9 @@
 """Segment parsing with ``hl7apy`` (the product's named parser) into plain field lists.
 
-Only the segments the store reads are parsed (MSH, EVN, PID, PV1, ORC, OBR, the OBX
-of interest, DG1, PR1, MRG); the rest are skipped, so a Z-segment or a segment of a
-later version (PRT) never fails a message. Segments are parsed one by one in the
+Only the segments the store reads are parsed (EVN, PID, PV1, ORC, OBR, the OBX of
+interest, DG1, PR1, MRG; MSH is read by ``hl7_er7``), and of those only the fields it
+reads; the rest are skipped, so a Z-segment or a segment of a later version (PRT)
+never fails a message. Segments are parsed one by one in the
 order sent and grouped by position (an OBX belongs to the OBR before it), which works
 the same in every version: no version-dependent group names are needed.
 """
@@ -18,7 +19,20 @@ from hl7apy.parser import parse_segment
 from cds_service.events.hl7_er7 import Msh, Separators, component_of, unescape
 
 FALLBACK_VERSION = "2.5.1"
-CONTEXT_SEGMENTS = frozenset({"MSH", "EVN", "PID", "PV1", "ORC", "OBR", "DG1", "PR1", "MRG"})
+# The fields the store reads, per segment; only these are handed to hl7apy (the rest of a
+# segment, e.g. names and addresses in PID, is never parsed).
+FIELDS: dict[str, frozenset[int]] = {
+    "EVN": frozenset({2, 6}),
+    "PID": frozenset({3, 7, 8}),
+    "PV1": frozenset({2, 3, 19, 44, 45}),
+    "ORC": frozenset({12}),
+    "OBR": frozenset({7, 16}),
+    "OBX": frozenset({1, 2, 3, 5, 6, 7, 8, 11, 14}),
+    "DG1": frozenset({3, 5, 6}),
+    "PR1": frozenset({3, 5}),
+    "MRG": frozenset({1}),
+}
+CONTEXT_SEGMENTS = frozenset(FIELDS) - {"OBX"}
 
 
 class SegmentError(ValueError):
@@ -83,9 +97,11 @@ def parse_one(text: str, index: int, msh: Msh, version: str) -> Seg:
     :raises SegmentError: hl7apy rejects the segment.
     """
     name = text[:3]
-    if name == "MSH":  # hl7apy takes four encoding characters (drop a v2.7 truncation char)
+    wanted = FIELDS.get(name)
+    if wanted is not None:
         fields = text.split(msh.seps.field)
-        text = msh.seps.field.join([fields[0], msh.seps.msh2, *fields[2:]])
+        kept = [f if i in wanted else "" for i, f in enumerate(fields[1:], 1)]
+        text = msh.seps.field.join([name, *kept]).rstrip(msh.seps.field)
     try:
         seg = parse_segment(text, version=version, encoding_chars=_encoding(msh.seps))
     except (HL7apyException, ValueError, TypeError, IndexError, KeyError) as exc:

@@ -3,58 +3,48 @@
 The message row (with its ACK) is committed in the same transaction as everything the
 message changed, before the ACK is returned: an acknowledged message is never lost, and
 a re-sent one (same MSH-3, MSH-4, MSH-10) gets the stored ACK again without reprocessing.
+On SQLite, writes of one process are serialised by a lock (waiting on a lock is cheaper
+and fairer than SQLite's busy-retry sleeps).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cds_service.events import hl7_scan as S
-from cds_service.events.advise import Evaluation
-from cds_service.events.hl7_ack import AckError, ack_wanted, build_ack
-from cds_service.events.hl7_er7 import Msh, NotHl7, Undecodable, decode, read_msh, sniff_msh
+from cds_service.events.hl7_ack import AckError, build_ack
+from cds_service.events.hl7_er7 import NotHl7, Undecodable, decode, read_msh, sniff_msh
 from cds_service.events.hl7_obx import Issue
 from cds_service.events.hl7_parse import SegmentError
+from cds_service.events.messages import (
+    Outcome,
+    Received,
+    find_duplicate,
+    log_outcome,
+    message_row,
+    outcome_of,
+    safe,
+)
 from cds_service.events.process import Applied, Deps, Reject, apply_adt, apply_oru
 from cds_service.store.events_models import Hl7Message
 
 log = logging.getLogger("cds_service.events")
-RAW_LIMIT = 65_536  # characters of a rejected payload kept for diagnosis
+RAW_LIMIT = 65_536  # characters of an unreadable payload kept for diagnosis
+
+__all__ = ["Ingestor", "Outcome"]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What to answer: the ACK text (and bytes), whether to send it, and what happened."""
-
-    code: str
-    ack: str
-    ack_bytes: bytes
-    send: bool
-    control_id: str = ""
-    duplicate: bool = False
-    advice: tuple[int, ...] = ()
-    evaluations: tuple[Evaluation, ...] = ()
-    codec: str = "utf-8"
-
-
-@dataclass
-class _Msg:
-    msh: Msh | None
-    codec: str
-    text: str | None
-    arrival: datetime
-    channel: str
-
-
-def _safe(value: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in value)[:64]
+class _Duplicate(Exception):
+    """The message row already exists (a concurrent copy committed first)."""
 
 
 class Ingestor:
@@ -72,6 +62,18 @@ class Ingestor:
         """Use ``engine`` (migrated) and the loaded ``deps``."""
         self.engine, self.deps, self.encoding, self.max_bytes = engine, deps, encoding, max_bytes
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        if self._lock is None:
+            yield
+        else:
+            with self._lock:
+                yield
+
+    def _error(self, key: str, location: str, text: str) -> list[AckError]:
+        return [AckError(self.deps.maps.errors[key], location, text)]
 
     def handle(
         self, raw: bytes, channel: str = "mllp", *, truncated: bool = False, charset: str = ""
@@ -82,71 +84,63 @@ class Ingestor:
         ``charset``: the transport's charset (HTTP), used when MSH-18 is empty.
         """
         default = charset or self.encoding
-        msg = _Msg(None, default, None, self.clock(), channel)
+        msg = Received(None, default, None, self.clock(), channel)
         if truncated or len(raw) > self.max_bytes:
             try:
                 msg.msh = sniff_msh(raw[:4096])
             except NotHl7:
                 msg.msh = None
-            err = AckError(self.deps.maps.errors["internal"], "", "message exceeds the size limit")
-            return self._finish(msg, "AR", [err], None)
-        try:
-            msh = sniff_msh(raw)
-        except NotHl7:
             return self._finish(
-                msg,
-                "AR",
-                [AckError("200", "", "not an HL7 v2 message")],
-                raw.decode("latin-1")[:RAW_LIMIT],
+                msg, "AR", self._error("internal", "", "message exceeds the size limit"), None
             )
-        msg.msh = msh
+        try:
+            msg.msh = sniff_msh(raw)
+        except NotHl7:
+            err = self._error("unsupported_message", "", "not an HL7 v2 message")
+            return self._finish(msg, "AR", err, raw.decode("latin-1")[:RAW_LIMIT])
         maps = self.deps.maps
         try:
-            msg.text = decode(raw, msh, maps, default)
+            msg.codec = maps.charsets.get(msg.msh.first(18).strip().upper(), default)
+            msg.text = decode(raw, msg.msh, maps, default)
             msg.msh = read_msh(msg.text.split("\r", 1)[0])
-            msg.codec = maps.charsets.get(msh.first(18).strip().upper(), default)
         except (Undecodable, NotHl7):
-            err = AckError(
-                maps.errors["data_type"],
-                "MSH^1^18",
-                "bytes do not decode in the message character set",
+            err = self._error(
+                "data_type", "MSH^1^18", "bytes do not decode in the message character set"
             )
-            return self._finish(msg, "AE", [err], raw.decode("latin-1")[:RAW_LIMIT])
-        assert msg.msh is not None
+            return self._finish(msg, "AE", err, raw.decode("latin-1")[:RAW_LIMIT])
         if not msg.msh.control_id:
-            err = AckError(
-                maps.errors["required_field"], "MSH^1^10", "MSH-10 message control id missing"
-            )
-            return self._finish(msg, "AE", [err], msg.text)
-        dup = self._duplicate(msg)
+            err = self._error("required_field", "MSH^1^10", "MSH-10 message control id missing")
+            return self._finish(msg, "AE", err, msg.text)
+        dup = find_duplicate(self.engine, msg)
         if dup is not None:
             return dup
         if msg.msh.first(11).upper() not in maps.processing_ids:
-            err = AckError(
-                maps.errors["unsupported_processing_id"],
-                "MSH^1^11",
-                "MSH-11 processing id not supported",
+            err = self._error(
+                "unsupported_processing_id", "MSH^1^11", "MSH-11 processing id not supported"
             )
-            return self._finish(msg, "AR", [err], msg.text)
+            return self._finish(msg, "AR", err, msg.text)
         segments = msg.text.split("\r")
         interest = S.scan(segments, msg.msh, maps, self.deps.table)
         if interest.kind == S.UNSUPPORTED:
-            err = AckError(maps.errors[interest.error_key], "MSH^1^9", "message type not supported")
-            return self._finish(msg, "AR", [err], msg.text)
+            err = self._error(interest.error_key, "MSH^1^9", "message type not supported")
+            return self._finish(msg, "AR", err, msg.text)
         if interest.kind == S.IGNORE:
             return self._finish(msg, "AA", [], None)
         return self._apply(msg, segments, interest)
 
-    def _apply(self, msg: _Msg, segments: list[str], interest: S.Interest) -> Outcome:
+    def _apply(self, msg: Received, segments: list[str], interest: S.Interest) -> Outcome:
+        """Apply a message of interest and commit it with its ACK, in one transaction."""
         assert msg.msh is not None and msg.text is not None
-        maps = self.deps.maps
-        test = maps.processing_ids.get(msg.msh.first(11).upper()) == "test"
         deps = self.deps
-        if test:
+        if deps.maps.processing_ids.get(msg.msh.first(11).upper()) == "test":
             deps = replace(deps, policy=replace(deps.policy, test=True))
         try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
-                row = self._row(msg, "AA", "", msg.text, True)
+            with (
+                self._writing(),
+                Session(self.engine, expire_on_commit=False) as session,
+                session.begin(),
+            ):
+                row = message_row(msg, "AA", "", msg.text, True)
                 session.add(row)
                 try:
                     session.flush()
@@ -157,13 +151,13 @@ class Ingestor:
                         session, segments, msg.msh, interest.obx, row, msg.arrival, deps
                     )
                 else:
-                    action = maps.adt_events[interest.event]
+                    action = deps.maps.adt_events[interest.event]
                     done = apply_adt(session, segments, msg.msh, action, row, msg.arrival, deps)
                 outcome = self._settle(msg, row, done)
-            self._log(msg, outcome, done)
+            log_outcome(msg, outcome)
             return outcome
         except _Duplicate:
-            dup = self._duplicate(msg)
+            dup = find_duplicate(self.engine, msg)
             if dup is not None:
                 return dup
             issue = Issue("internal", "", "message could not be stored")
@@ -171,109 +165,42 @@ class Ingestor:
             issue = exc.issue
         except SegmentError as exc:
             issue = Issue("segment_sequence", exc.location, str(exc))
-        except Exception as exc:  # never crash on input; details stay out of logs
+        except Exception as exc:  # never crash on input; details stay out of the logs
             log.error(
                 "hl7 processing failed control_id=%s error=%s",
-                _safe(msg.msh.control_id),
+                safe(msg.msh.control_id),
                 type(exc).__name__,
             )
             issue = Issue("internal", "", "internal error while processing the message")
-        err = AckError(maps.errors[issue.key], issue.location, issue.text)
-        return self._finish(msg, "AE", [err], msg.text)
+        return self._finish(msg, "AE", self._error(issue.key, issue.location, issue.text), msg.text)
 
-    def _settle(self, msg: _Msg, row: Hl7Message, done: Applied) -> Outcome:
+    def _settle(self, msg: Received, row: Hl7Message, done: Applied) -> Outcome:
+        """Set the message row's status and ACK from what applying it found."""
         code = "AE" if done.issues else "AA"
         errors = [AckError(self.deps.maps.errors[i.key], i.location, i.text) for i in done.issues]
-        ack = build_ack(msg.msh, code, msg.arrival, errors)
-        row.status, row.ack, row.patient_id = code, ack, done.patient_id
-        row.ack_sent = ack_wanted(msg.msh, code)
+        final = message_row(msg, code, build_ack(msg.msh, code, msg.arrival, errors), None, True)
+        for name in ("status", "ack", "ack_sent"):
+            setattr(row, name, getattr(final, name))
+        row.patient_id = done.patient_id
         row.error = "; ".join(e.text for e in errors)[:1000] or None
-        return replace(
-            self._outcome(msg, row, False, tuple(done.advice)), evaluations=tuple(done.evaluations)
-        )
+        outcome = outcome_of(msg, row)
+        return replace(outcome, advice=tuple(done.advice), evaluations=tuple(done.evaluations))
 
-    def _row(self, msg: _Msg, code: str, ack: str, raw: str | None, interest: bool) -> Hl7Message:
-        msh = msg.msh
-        return Hl7Message(
-            sender_app=msh.get(3)[:255] if msh else "",
-            sender_facility=msh.get(4)[:255] if msh else "",
-            control_id=(msh.control_id or None) if msh else None,
-            message_type=msh.message_type[:32] if msh else "",
-            processing_id=msh.first(11)[:8] if msh else "",
-            version=msh.version[:16] if msh else "",
-            channel=msg.channel,
-            received_at=msg.arrival,
-            status=code,
-            interest=interest,
-            raw=raw,
-            ack=ack,
-            ack_sent=ack_wanted(msh, code),
-        )
-
-    def _outcome(
-        self, msg: _Msg, row: Hl7Message, duplicate: bool, advice: tuple[int, ...] = ()
-    ) -> Outcome:
-        try:
-            data = row.ack.encode(msg.codec, errors="replace")
-        except LookupError:
-            data = row.ack.encode("utf-8")
-        return Outcome(
-            row.status,
-            row.ack,
-            data,
-            row.ack_sent,
-            row.control_id or "",
-            duplicate,
-            advice,
-            codec=msg.codec,
-        )
-
-    def _finish(self, msg: _Msg, code: str, errors: list[AckError], raw: str | None) -> Outcome:
+    def _finish(self, msg: Received, code: str, errors: list[AckError], raw: str | None) -> Outcome:
         """Store a message that is not applied (ignored, rejected, in error) with its ACK."""
-        ack = build_ack(msg.msh, code, msg.arrival, errors)
-        row = self._row(msg, code, ack, raw, False)
+        row = message_row(msg, code, build_ack(msg.msh, code, msg.arrival, errors), raw, False)
         row.error = "; ".join(e.text for e in errors)[:1000] or None
         try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            with (
+                self._writing(),
+                Session(self.engine, expire_on_commit=False) as session,
+                session.begin(),
+            ):
                 session.add(row)
         except IntegrityError:
-            dup = self._duplicate(msg)
+            dup = find_duplicate(self.engine, msg)
             if dup is not None:
                 return dup
-        outcome = self._outcome(msg, row, False)
-        self._log(msg, outcome, None)
+        outcome = outcome_of(msg, row)
+        log_outcome(msg, outcome)
         return outcome
-
-    def _duplicate(self, msg: _Msg) -> Outcome | None:
-        msh = msg.msh
-        if msh is None or not msh.control_id:
-            return None
-        with Session(self.engine) as session:
-            row = session.scalar(
-                select(Hl7Message).where(
-                    Hl7Message.sender_app == msh.get(3)[:255],
-                    Hl7Message.sender_facility == msh.get(4)[:255],
-                    Hl7Message.control_id == msh.control_id,
-                )
-            )
-            if row is None:
-                return None
-            outcome = self._outcome(msg, row, True)
-        self._log(msg, outcome, None)
-        return outcome
-
-    def _log(self, msg: _Msg, outcome: Outcome, done: Applied | None) -> None:
-        msh = msg.msh
-        log.info(
-            "hl7 %s control_id=%s type=%s status=%s duplicate=%s advice=%d",
-            msg.channel,
-            _safe(msh.control_id) if msh else "-",
-            _safe(msh.message_type) if msh else "-",
-            outcome.code,
-            outcome.duplicate,
-            len(done.advice) if done else 0,
-        )
-
-
-class _Duplicate(Exception):
-    """The message row already exists (a concurrent copy committed first)."""

@@ -53,7 +53,12 @@ def test_original_mode_ack_swaps_apps_and_keeps_version() -> None:
     ack = build_ack(msh, "AA", NOW)
     header, msa = (s.split("|") for s in ack.split("\r"))
     assert header[2:6] == ["CDS", "HOSP", "LIS", "LAB"]
-    assert header[8] == "ACK^R01^ACK" and header[9] != "C1" and header[10] == "P" and header[11] == "2.5.1"
+    assert (
+        header[8] == "ACK^R01^ACK"
+        and header[9] != "C1"
+        and header[10] == "P"
+        and header[11] == "2.5.1"
+    )
     assert msa == ["MSA", "AA", "C1"]
     assert build_ack(msh, "AA", NOW).split("\r")[0].split("|")[9] != header[9]  # new control id
 

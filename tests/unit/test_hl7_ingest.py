@@ -36,7 +36,8 @@ def test_mg_low_in_icu_is_stored_and_advised(ing: Ingestor) -> None:
     assert out.code == "AA" and out.send and msa(out.ack)[1:3] == ["AA", "MSG-MG-LOW-1"]
     results = rows(ing, LabResultRow)
     assert [(r.kind, r.value, r.unit, r.status) for r in results] == [
-        ("serum-mg", 1.2, "mg/dL", "final"), ("creatinine", 0.9, "mg/dL", "final")
+        ("serum-mg", 1.2, "mg/dL", "final"),
+        ("creatinine", 0.9, "mg/dL", "final"),
     ]  # glucose is not of interest
     assert results[0].time == datetime(2024, 5, 10, 8, tzinfo=UTC)
     assert results[0].time_flags == "no-timezone" and results[0].abnormal_flags == "L"
@@ -45,7 +46,9 @@ def test_mg_low_in_icu_is_stored_and_advised(ing: Ingestor) -> None:
     assert len(advice) == 1 and advice[0].rule_id == "admission-u-shape"
     assert {"icu-admission-low", "icu-hypomagnesemia-repletion"} <= set(advice[0].rules)
     assert advice[0].trigger_result_id == results[0].id and not advice[0].late
-    assert [(o.channel, o.status, o.kind) for o in rows(ing, OutboxRow)] == [("hl7", "pending", "advice")]
+    assert [(o.channel, o.status, o.kind) for o in rows(ing, OutboxRow)] == [
+        ("hl7", "pending", "advice")
+    ]
     msg = rows(ing, Hl7Message)[0]
     assert msg.status == "AA" and msg.raw and msg.interest and msg.ack == out.ack
 
@@ -86,7 +89,9 @@ def test_bad_obx_is_ae_with_location(ing: Ingestor) -> None:
 def test_unknown_result_status_is_ae(ing: Ingestor) -> None:
     out = ing.handle(fixture("oru_bad_status.hl7"))
     err = segment(out.ack, "ERR")
-    assert out.code == "AE" and err is not None and err[2] == "OBX^6^11" and err[3].startswith("103^")
+    assert (
+        out.code == "AE" and err is not None and err[2] == "OBX^6^11" and err[3].startswith("103^")
+    )
 
 
 def test_correction_replaces_and_withdraws(ing: Ingestor) -> None:
@@ -94,7 +99,10 @@ def test_correction_replaces_and_withdraws(ing: Ingestor) -> None:
     out = ing.handle(fixture("oru_correction_c.hl7"))
     assert out.code == "AA"
     mg = rows(ing, LabResultRow, LabResultRow.kind == "serum-mg")
-    assert [(r.value, r.status, r.superseded) for r in mg] == [(1.2, "final", True), (2.0, "corrected", False)]
+    assert [(r.value, r.status, r.superseded) for r in mg] == [
+        (1.2, "final", True),
+        (2.0, "corrected", False),
+    ]
     assert mg[0].superseded_by == mg[1].id
     (advice,) = rows(ing, AdviceIssued)
     assert advice.withdrawn and advice.withdrawn_at is not None
@@ -194,7 +202,9 @@ def test_enhanced_mode_commit_ack(ing: Ingestor) -> None:
 def test_missing_control_id_and_missing_pid(ing: Ingestor) -> None:
     no_id = fixture("oru_mg_low_icu.hl7").replace(b"MSG-MG-LOW-1", b"")
     assert ing.handle(no_id).code == "AE"
-    no_pid = b"\r".join(s for s in fixture("oru_mg_low_icu.hl7").split(b"\r") if not s.startswith(b"PID"))
+    no_pid = b"\r".join(
+        s for s in fixture("oru_mg_low_icu.hl7").split(b"\r") if not s.startswith(b"PID")
+    )
     out = ing.handle(no_pid.replace(b"MSG-MG-LOW-1", b"MSG-NO-PID"))
     assert out.code == "AE" and (segment(out.ack, "ERR") or [""] * 4)[3].startswith("100^")
     assert count(ing, LabResultRow) == 0

@@ -10,7 +10,15 @@ import pytest
 from cds_service.clinical.fhir_labs import lab_table
 from cds_service.events import hl7_scan as S
 from cds_service.events.hl7_config import build_maps, load_hl7_maps
-from cds_service.events.hl7_er7 import NotHl7, Undecodable, decode, normalise, read_msh, sniff_msh, unescape
+from cds_service.events.hl7_er7 import (
+    NotHl7,
+    Undecodable,
+    decode,
+    normalise,
+    read_msh,
+    sniff_msh,
+    unescape,
+)
 from cds_service.events.hl7_values import parse_nm, parse_sn, parse_ts, ts_to_iso
 from cds_service.rules.loader import MappingError
 from cds_service.rules.model import Knowledge
@@ -27,7 +35,9 @@ def test_msh_fields_and_message_type() -> None:
     assert msh.version == "2.5.1"
 
 
-@pytest.mark.parametrize("payload", [b"", b"hello world", b"GET / HTTP/1.1\r\n\r\n", b"MSH", b"MSH|^~|x", b"MSHa^~\\&|"])
+@pytest.mark.parametrize(
+    "payload", [b"", b"hello world", b"GET / HTTP/1.1\r\n\r\n", b"MSH", b"MSH|^~|x", b"MSHa^~\\&|"]
+)
 def test_not_hl7(payload: bytes) -> None:
     with pytest.raises(NotHl7):
         sniff_msh(payload)
@@ -134,7 +144,10 @@ def test_real_mapping_file_loads() -> None:
     ("change", "message"),
     [
         (lambda d: d.pop("coding_systems"), "coding_systems"),
-        (lambda d: d["result_status"].update(Z={"status": "final", "action": "explode"}), "result_status.Z"),
+        (
+            lambda d: d["result_status"].update(Z={"status": "final", "action": "explode"}),
+            "result_status.Z",
+        ),
         (lambda d: d["charsets"].update(X="no-such-codec"), "charsets.X"),
         (lambda d: d["adt_events"].update(A99="teleport"), "adt_events.A99"),
         (lambda d: d["errors"].pop("internal"), "errors"),
