@@ -25,13 +25,18 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-DATA = Path("/work/shared/data/mimic-iv-demo-meds")
+_SHARED = Path(__file__).resolve().parents[2] / "shared"  # CI: a copy of shared/ beside the clone
+DATA = Path(
+    os.environ.get("MIMIC_DEMO_MEDS_DIR")
+    or (_SHARED if _SHARED.is_dir() else Path("/work/shared")) / "data" / "mimic-iv-demo-meds"
+)
 LOINC = {"50960": ("19123-9", "Magnesium"), "50912": ("2160-0", "Creatinine"),
          "50862": ("1751-7", "Albumin")}  # fmt: skip
 MG_ITEM = "50960"

@@ -14,11 +14,12 @@ from cds_service.config import Settings
 from cds_service.events.ingest import Ingestor
 from cds_service.events.service import build_ingestor
 from cds_service.store.events_models import AdviceIssued, OutboxRow
+from tests.shared_data import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "hl7"
-CORPUS = Path("/work/shared/data/hl7v2-samples")
-MIMIC = Path("/work/shared/data/mimic-iv-demo-meds")
+CORPUS = SHARED / "data/hl7v2-samples"
+MIMIC = SHARED / "data/mimic-iv-demo-meds"
 SITE = ROOT / "mappings" / "site" / "example.yaml"
 ARRIVAL = datetime(2024, 5, 10, 9, 30, tzinfo=UTC)  # the fixtures' results were taken at 08:00
 

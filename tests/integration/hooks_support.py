@@ -12,9 +12,10 @@ from typing import Any
 import yaml
 
 from cds_service.hooks.request import schema_errors
+from tests.shared_data import SHARED
 
 ROOT = Path(__file__).parents[2]
-SPEC = Path("/work/shared/spec/cds-hooks")
+SPEC = SHARED / "spec/cds-hooks"
 MAPPINGS = ROOT / "mappings"
 PATIENT = "gate-1"
 SERVICE = "/cds-services/magnesium-aki-"

@@ -38,10 +38,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.shared_data import SHARED
+
 JsonDict = dict[str, Any]
 
 DEFAULT_DATA_DIR = Path(
-    os.environ.get("MIMIC_DEMO_MEDS_DIR", "/work/shared/data/mimic-iv-demo-meds")
+    os.environ.get("MIMIC_DEMO_MEDS_DIR") or str(SHARED / "data" / "mimic-iv-demo-meds")
 )
 CONTEXT_CSV = "context_dx_proc_adm_icu_demog.csv.gz"
 LABS_CSV = "labs_mg_creat_alb_plus.csv.gz"

@@ -22,8 +22,9 @@ from cds_service.config import ConfigError, Settings
 from cds_service.hooks.auth import AuthError, JwtVerifier, expected_audience
 from cds_service.store import Store, migrate, open_store
 from tests.dbsupport import SECRET, sqlite_url
+from tests.shared_data import SHARED
 
-SPEC = Path("/work/shared/spec/cds-hooks")
+SPEC = SHARED / "spec/cds-hooks"
 ROOT = Path(__file__).parents[2]
 SPEC_ISS = "https://fhir-ehr.example.com/"
 SPEC_AUD = "https://cds.example.org/cds-services/some-service"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,8 +18,9 @@ from cds_service.hooks.auth import AuthError
 from cds_service.hooks.errors import register_error_handlers
 from cds_service.hooks.feedback import bp
 from cds_service.store import Feedback, Store
+from tests.shared_data import SHARED
 
-SPEC = Path("/work/shared/spec/cds-hooks")
+SPEC = SHARED / "spec/cds-hooks"
 SERVICE = "magnesium-aki-patient-view"
 URL = f"/cds-services/{SERVICE}/feedback"
 ACCEPTED: dict[str, Any] = {

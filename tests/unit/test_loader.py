@@ -11,10 +11,11 @@ import pytest
 
 from cds_service.rules.loader import MappingError, load_knowledge
 from cds_service.rules.model import Knowledge
+from tests.shared_data import SHARED
 
 ROOT = Path(__file__).parents[2]
 MAPPINGS = ROOT / "mappings"
-EVIDENCE = Path("/work/shared/clinical/evidence.md")
+EVIDENCE = SHARED / "clinical/evidence.md"
 
 # Every rule id of clinical/evidence.md §4, in the order of its tables.
 EVIDENCE_RULE_IDS = [
