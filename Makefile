@@ -32,6 +32,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_evaluate.py
+	$(BIN)/python bench/bench_http.py
 
 rules-doc: $(STAMP)
 	$(BIN)/cds-service rules --format md > docs/rules.md

@@ -50,10 +50,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_evaluate import ENCOUNTER, NOW, SOURCE, build_bundle  # noqa: E402
-
+from bench.bench_evaluate import ENCOUNTER, NOW, SOURCE, build_bundle  # noqa: E402
 from cds_service.serve import APP_FACTORY, gunicorn_argv  # noqa: E402
 
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -168,7 +166,7 @@ class Server:
             if self.proc.poll() is not None:
                 break
             try:
-                with urllib.request.urlopen(self.base + "/healthz", timeout=2) as resp:  # noqa: S310
+                with urllib.request.urlopen(self.base + "/healthz", timeout=2) as resp:
                     if resp.status == 200:
                         return
             except OSError:
@@ -274,7 +272,7 @@ async def _client(port: int, head: bytes, body: bytes, seq: list[int], stop_at: 
                 if length is None:
                     raise RuntimeError(f"no Content-Length in {raw[:200]!r}")
                 await asyncio.wait_for(reader.readexactly(int(length.group(1))), 30)
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError):
                 errors[0] += 1
                 writer.close()
                 writer = None
@@ -372,7 +370,7 @@ def main() -> int:
         try:
             probe = urllib.request.Request(product.base + PATH, data=body, method="POST",
                                            headers={"Content-Type": "application/json"})  # fmt: skip
-            with urllib.request.urlopen(probe, timeout=30) as resp:  # noqa: S310
+            with urllib.request.urlopen(probe, timeout=30) as resp:
                 answer = json.loads(resp.read())
             cards = answer["cards"]
             kinds = [a["resource"]["resourceType"] for c in cards for s in c.get("suggestions", [])
@@ -432,7 +430,7 @@ def main() -> int:
         f"**product p99 {p99:.1f} ms** (target < {TARGET_P99_MS:.0f} ms: {verdict_p99}).",
     ]
     if wrk:
-        lines += ["", "wrk cross-check (`wrk -t2 -c%d`, same body, no hookInstance rewrite):" % args.clients]
+        lines += ["", f"wrk cross-check (`wrk -t2 -c{args.clients}`, same body, no hookInstance rewrite):"]
         lines += [f"- {name}: {text}" for name, text in wrk.items()]
     table = "\n".join(lines)
     print()

@@ -14,9 +14,10 @@ import requests
 from flask import Flask
 
 from cds_service.config import ConfigError, Settings
+from cds_service.events.fhir_notify import bp as fhir_notify_bp
+from cds_service.events.http import bp as hl7v2_bp
 from cds_service.hooks.auth import JwtVerifier
 from cds_service.hooks.errors import register_error_handlers
-from cds_service.events.http import bp as hl7v2_bp
 from cds_service.hooks.feedback import bp as feedback_bp
 from cds_service.hooks.fhir_client import new_session
 from cds_service.hooks.routes import bp as hooks_bp
@@ -93,7 +94,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_error_handlers(app)
     init_metrics(app, frozenset(state.services))
     init_cors(app, settings.cors_origins)
-    for bp in (hooks_bp, feedback_bp, hl7v2_bp, docs_bp, ops_bp):
+    for bp in (hooks_bp, feedback_bp, hl7v2_bp, fhir_notify_bp, docs_bp, ops_bp):
         app.register_blueprint(bp)
     if settings.auth == "off":
         log.warning("CDS_AUTH=off: CDS Hooks calls are not authenticated (local use only)")

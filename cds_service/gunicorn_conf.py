@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,15 @@ def on_starting(server: Any) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
         for old in Path(folder).glob("*.db"):
             old.unlink()
+
+
+def post_worker_init(worker: Any) -> None:
+    """Move the loaded app (mappings, value sets, FHIR models) out of the cyclic GC's view.
+
+    Those objects live as long as the worker; without this every full collection walks them
+    all (~80 ms with the GIL held on a 2-core machine, stalling every thread of the worker).
+    """
+    gc.freeze()
 
 
 def child_exit(server: Any, worker: Any) -> None:

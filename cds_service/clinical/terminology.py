@@ -76,11 +76,19 @@ class ValueSet:
         return any(name in low for name in self.text_match)
 
 
+#: concept_match results kept per ValueSets (cleared when full): value sets are immutable and
+#: the same codes recur in every request (conditions, medications, procedures).
+MATCH_CACHE_SIZE = 16384
+
+
 @dataclass(frozen=True)
 class ValueSets:
     """All value sets, by id."""
 
     sets: dict[str, ValueSet]
+    _matches: dict[tuple[Concept, tuple[str, ...]], str | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __contains__(self, set_id: str) -> bool:
         return set_id in self.sets
@@ -102,6 +110,18 @@ class ValueSets:
         Codes are tried first; ingredient names in the coding displays or text
         count only when no code matched (a "text match", recorded as such).
         """
+        key = (concept, tuple(set_ids))
+        try:
+            return self._matches[key]
+        except KeyError:
+            pass
+        found = self._concept_match(concept, key[1])
+        if len(self._matches) >= MATCH_CACHE_SIZE:
+            self._matches.clear()
+        self._matches[key] = found
+        return found
+
+    def _concept_match(self, concept: Concept, set_ids: tuple[str, ...]) -> str | None:
         sets = [self.sets[s] for s in set_ids]
         for coding in concept.codings:
             if any(vs.match_coding(coding) for vs in sets):

@@ -89,7 +89,7 @@ class FhirEvents:
         fresh = [n for n in numbers if last_n is None or n > last_n]
         out: dict[str, Any] = {"form": note.form, "type": note.type, "events": len(numbers)}
         if note.type == "event-notification" and numbers and not fresh:
-            self._commit(note, now, _Work(), [], gap=False)
+            self._commit(note, now, None, [], gap=False)  # seen: only the time of contact
             return {**out, "duplicate": True}
         gap = last_n is not None and (
             (note.type == "event-notification" and bool(fresh) and min(fresh) > last_n + 1)
@@ -159,10 +159,8 @@ class FhirEvents:
 
     def _add(self, work: _Work, res: JsonDict) -> None:
         rid = res.get("id")
-        if (
-            res.get("resourceType") != "Observation"
-            or not isinstance(rid, str)
-            or not _subject(res)
+        if not (
+            res.get("resourceType") == "Observation" and isinstance(rid, str) and _subject(res)
         ):
             work.ignored += 1
             return
@@ -170,11 +168,13 @@ class FhirEvents:
             work.observations.setdefault(f"Observation/{rid}", res)
 
     def _commit(
-        self, note: Notification, now: datetime, work: _Work, numbers: list[int], *, gap: bool
-    ) -> dict[str, int]:
+        self, note: Notification, now: datetime, work: _Work | None, numbers: list[int], *,
+        gap: bool,
+    ) -> dict[str, int]:  # fmt: skip
+        """Apply in one transaction; ``work`` None: a duplicate (the event window stays)."""
         for attempt in (1, 2):
             try:
-                return self._apply(note, now, work, numbers, gap)
+                return self._apply(note, now, work or _Work(), numbers, gap, work is not None)
             except IntegrityError:  # a concurrent notification stored the same thing first
                 if attempt == 2:
                     raise
@@ -206,8 +206,9 @@ class FhirEvents:
             done["advice"] += len(ev.rows)
 
     def _apply(
-        self, note: Notification, now: datetime, work: _Work, numbers: list[int], gap: bool
-    ) -> dict[str, int]:
+        self, note: Notification, now: datetime, work: _Work, numbers: list[int], gap: bool,
+        consumed: bool,
+    ) -> dict[str, int]:  # fmt: skip
         done = {"results": 0, "advice": 0, "withdrawn": 0}
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             state = _lock_state(session, note.subscription, now)
@@ -220,7 +221,7 @@ class FhirEvents:
                     work.ignored += 1
             if numbers:
                 state.last_event_number = max([state.last_event_number or 0, *numbers])
-            if note.type == "event-notification" or gap:
+            if consumed and (note.type == "event-notification" or gap):
                 state.last_event_at = now
             if note.type == "handshake" and state.last_event_number is None:
                 state.last_event_number = note.events_since_start or 0

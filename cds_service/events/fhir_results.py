@@ -48,20 +48,9 @@ def fhir_patient(
     if find_patient(session, key, hasher) is None and resource is not None:
         for ident in get_dicts(resource, "identifier"):
             system, value = get_str(ident, "system"), get_str(ident, "value")
-            known = (
-                find_patient(session, PatientId(system, value), hasher)
-                if system and value
-                else None
-            )
-            if known is not None:
-                if birth or sex:
-                    return resolve_patient(
-                        session,
-                        Demographics(PatientId(system or "", value or ""), birth, sex),
-                        hasher,
-                        now,
-                    )
-                return known
+            if system and value and find_patient(session, PatientId(system, value), hasher):
+                key = PatientId(system, value)  # known from HL7 v2: one patient, one history
+                break
     return resolve_patient(session, Demographics(key, birth, sex), hasher, now)
 
 

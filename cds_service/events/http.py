@@ -81,6 +81,12 @@ def receive() -> Response:
     if request.mimetype not in MEDIA_TYPES and not request.mimetype.startswith("text/"):
         raise UnsupportedMediaType("send the message as text/plain or application/hl7-v2")
     outcome = ingestor().handle(request.get_data(cache=False), "http", charset=_charset())
+    if outcome.advice:
+        from cds_service.events.fhir_notify import delivery_loop
+
+        running = delivery_loop()
+        if running is not None:
+            running.kick()
     best = request.accept_mimetypes.best_match(["application/hl7-v2", "application/json"])
     if best == "application/json":
         return jsonify({"ack": outcome.ack, "cards": _cards(outcome)})

@@ -51,9 +51,11 @@ class MllpServer:
         max_bytes: int,
         idle_timeout: float = IDLE_TIMEOUT,
         workers: int = 4,
+        on_advice: Callable[[], None] | None = None,
     ) -> None:
-        """Accept connections from ``allow`` (CIDR list) only."""
+        """Accept connections from ``allow`` (CIDR list) only; ``on_advice`` after new advice."""
         self.ingestor, self.max_bytes, self.idle_timeout = ingestor, max_bytes, idle_timeout
+        self.on_advice = on_advice
         self.networks: list[Network] = [ipaddress.ip_network(a, strict=False) for a in allow]
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mllp")
         self.server: asyncio.Server | None = None
@@ -71,7 +73,10 @@ class MllpServer:
             return await loop.run_in_executor(
                 self.executor, lambda: self.ingestor.handle(payload.head, "mllp", truncated=True)
             )
-        return await loop.run_in_executor(self.executor, self.ingestor.handle, payload, "mllp")
+        outcome = await loop.run_in_executor(self.executor, self.ingestor.handle, payload, "mllp")
+        if outcome.advice and self.on_advice is not None:
+            self.on_advice()
+        return outcome
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -136,10 +141,17 @@ async def serve_mllp(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run the listener of ``settings`` until SIGTERM/SIGINT (or ``stop`` is set)."""
+    from cds_service.events.outbound import start_delivery
     from cds_service.events.service import build_ingestor
 
     ingestor = build_ingestor(settings)
-    server = MllpServer(ingestor, settings.mllp_allow, max_bytes=settings.max_body_bytes)
+    delivery = start_delivery(ingestor.engine, settings)
+    server = MllpServer(
+        ingestor,
+        settings.mllp_allow,
+        max_bytes=settings.max_body_bytes,
+        on_advice=delivery.kick if delivery is not None else None,
+    )
     port = await server.start(settings.mllp_host, settings.mllp_port)
     log.info("mllp listening on %s:%d", settings.mllp_host, port)
     if ready is not None:
@@ -154,6 +166,8 @@ async def serve_mllp(
     await done.wait()
     log.info("mllp stopping: finishing in-flight messages")
     await server.stop()
+    if delivery is not None:
+        delivery.stop()
 
 
 def add_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -7,7 +7,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from jsonschema import Draft202012Validator
 
 from cds_service.hooks.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from cds_service.hooks.services import ServiceDef

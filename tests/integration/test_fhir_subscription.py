@@ -206,7 +206,10 @@ def test_subscribe_creates_the_subscription(
     ref = capsys.readouterr().out.strip()
     assert ref.startswith("Subscription/") and TOKEN not in ref
     sub = requests.get(f"{fhir_server.base}/{ref}", timeout=5).json()
-    assert sub["criteria"].startswith("Observation?code=") and "http://loinc.org|19123-9" in sub["criteria"]
+    assert (
+        sub["criteria"].startswith("Observation?code=")
+        and "http://loinc.org|19123-9" in sub["criteria"]
+    )
     assert sub["channel"]["type"] == "rest-hook" and sub["channel"]["endpoint"] == endpoint
     assert sub["channel"]["header"] == [f"Authorization: Bearer {TOKEN}"]
     assert sub["channel"]["payload"] == "application/fhir+json"

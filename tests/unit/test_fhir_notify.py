@@ -17,6 +17,7 @@ from cds_service.events import fhir_events, fhir_notify
 from cds_service.events.outbound import DeliveryLoop
 from cds_service.store import engine_for
 from cds_service.store.events_models import AdviceIssued, LabResultRow, OutboxRow
+from cds_service.store.subscription_models import FhirSubscriptionState
 from tests.integration.hooks_support import ago, coding
 from tests.unit.fhir_fakes import FakeFhir, icu_patient
 from tests.unit.test_fhir_notify_forms import MALFORMED, bundle, status
@@ -171,8 +172,15 @@ def test_gap_is_requeried_and_duplicates_ignored(client: FlaskClient, fake: Fake
     assert first["gap"] is False and not any("_lastUpdated" in q for q in fake.searches)
     jump = post(client, event(4, "Observation/mg1")).get_json()
     assert jump["gap"] is True and any("_lastUpdated" in q for q in fake.searches)
+    [before] = rows(client, FhirSubscriptionState)
     assert post(client, event(4, "Observation/mg1")).get_json()["duplicate"] is True
     assert post(client, event(2, "Observation/mg1")).get_json()["duplicate"] is True
+    [after] = rows(client, FhirSubscriptionState)  # a duplicate does not move the re-query window
+    assert (after.last_event_number, after.last_event_at, after.gaps) == (
+        4,
+        before.last_event_at,
+        1,
+    )
 
 
 def test_fhir_down_is_503_and_the_event_is_not_consumed(
@@ -206,3 +214,22 @@ def test_entered_in_error_withdraws_and_queues_corrections(
         kinds.count(("withdrawal", "fhir")) == advice
         and kinds.count(("withdrawal", "hl7")) == advice
     )
+
+
+def test_fhir_patient_joins_a_patient_known_from_hl7(store: Any) -> None:
+    from datetime import UTC, datetime
+
+    from cds_service.events.fhir_results import fhir_patient
+    from cds_service.events.hl7_context import Demographics, PatientId
+    from cds_service.events.patients import resolve_patient
+
+    now = datetime(2024, 5, 10, tzinfo=UTC)
+    with Session(store.engine) as session, session.begin():
+        hl7 = resolve_patient(
+            session, Demographics(PatientId("urn:oid:1.2.3", "MRN7")), store.hash_id, now
+        )
+        res = {"resourceType": "Patient", "id": "p7", "birthDate": "1950-01-01",
+               "identifier": [{"system": "urn:oid:1.2.3", "value": "MRN7"}]}  # fmt: skip
+        same = fhir_patient(session, "p7", res, store.hash_id, now)
+        other = fhir_patient(session, "p8", {**res, "identifier": []}, store.hash_id, now)
+        assert same.id == hl7.id and str(same.birth_date) == "1950-01-01" and other.id != hl7.id
