@@ -22,6 +22,7 @@ from cds_service.rules.engine import evaluate
 from cds_service.rules.loader import MappingError, load_knowledge
 from cds_service.rules.model import Knowledge
 from cds_service.serve import add_commands
+from cds_service.store.retention import add_command as add_purge
 
 PROJECT = Path(__file__).resolve().parent.parent
 EXIT_BAD_INPUT = 2
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     add_mllp(sub)
     add_event_commands(sub)
+    add_purge(sub)
     return parser
 
 

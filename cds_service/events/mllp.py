@@ -163,8 +163,12 @@ async def serve_mllp(
             loop.add_signal_handler(sig, done.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
+    from cds_service.store.retention import retention_loop
+
+    housekeeping = asyncio.create_task(retention_loop(settings, done))
     await done.wait()
     log.info("mllp stopping: finishing in-flight messages")
+    await housekeeping
     await server.stop()
     if delivery is not None:
         delivery.stop()
