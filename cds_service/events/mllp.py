@@ -13,6 +13,7 @@ import asyncio
 import ipaddress
 import logging
 import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -188,7 +189,12 @@ def main(settings: Settings | None = None) -> int:
     def announce(port: int) -> None:
         print(f"mllp listening on {cfg.mllp_host}:{port}", flush=True)
 
-    asyncio.run(serve_mllp(cfg, ready=announce))
+    try:
+        asyncio.run(serve_mllp(cfg, ready=announce))
+    except OSError as exc:  # the port is taken, or the address is not ours
+        print(f"error: mllp cannot listen on {cfg.mllp_host}:{cfg.mllp_port}: {exc.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
