@@ -158,13 +158,13 @@ def main() -> int:
     advice = evaluate(knowledge, snap, NOW)
 
     def render() -> list[dict[str, Any]]:
-        return [advice_dict(knowledge, a, snap, renderer, codes, NOW) for a in advice]
+        return [advice_dict(a, snap, renderer, codes, NOW) for a in advice]
 
     def total() -> list[dict[str, Any]]:
         d = json.loads(raw)
         (s,) = snapshots_from_bundle(d, knowledge, now=NOW)
         return [
-            advice_dict(knowledge, a, s, renderer, codes, NOW) for a in evaluate(knowledge, s, NOW)
+            advice_dict(a, s, renderer, codes, NOW) for a in evaluate(knowledge, s, NOW)
         ]
 
     stages = {

@@ -96,7 +96,7 @@ def run_evaluate(
             {
                 "patient": snap.patient_id,
                 "now": now.isoformat(),
-                "advice": [advice_dict(knowledge, a, snap, renderer, codes, now) for a in advice],
+                "advice": [advice_dict(a, snap, renderer, codes, now) for a in advice],
                 "excluded": [{"resource": e.resource, "reason": e.reason} for e in snap.excluded],
             }
         )

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from cds_service.clinical import model as m
 from cds_service.events.outbound_queue import enqueue
 from cds_service.events.snapshot import build_snapshot, result_id
+from cds_service.render.report import magnesium_json
 from cds_service.render.text import TextRenderer
 from cds_service.rules.engine import evaluate
 from cds_service.rules.model import Advice, Knowledge
@@ -96,11 +97,7 @@ def _detail(advice: Advice, detail_md: str) -> dict[str, object]:
     if advice.aki_stage is not None:
         out["aki_stage"] = advice.aki_stage
     if advice.magnesium is not None:
-        out["magnesium"] = {
-            "value_mg_dl": round(advice.magnesium.value, 3),
-            "effective": advice.magnesium.time.isoformat(),
-            "loinc": advice.magnesium.code,
-        }
+        out["magnesium"] = magnesium_json(advice.magnesium)
     if advice.withheld:
         out["withheld"] = [
             {"rule": w.rule_id, "conditions": list(w.conditions)} for w in advice.withheld

@@ -9,7 +9,7 @@ from typing import Any
 
 from cds_service.clinical import model as m
 from cds_service.render.fhir import OrderCodes
-from cds_service.render.report import suggestions
+from cds_service.render.report import magnesium_json, suggestions
 from cds_service.render.text import TextRenderer
 from cds_service.rules.model import Advice, Citation, Knowledge, Rule
 
@@ -124,13 +124,8 @@ class CardRenderer:
             "rule_versions": {r: self.k.rule(r).version for r in advice.rules},
             "mappings_version": self.k.version,
         }
-        mg = advice.magnesium
-        if mg is not None:
-            ext["magnesium"] = {
-                "value_mg_dl": round(mg.value, 3),
-                "effective": mg.time.isoformat(),
-                "loinc": mg.code,
-            }
+        if advice.magnesium is not None:
+            ext["magnesium"] = magnesium_json(advice.magnesium)
         if advice.aki_stage is not None:
             ext["aki_stage"] = advice.aki_stage
         return ext

@@ -8,7 +8,7 @@ from typing import Any
 from cds_service.clinical import model as m
 from cds_service.render.fhir import OrderCodes, lab_order, medication_order
 from cds_service.render.text import Rendered, TextRenderer
-from cds_service.rules.model import Advice, Knowledge
+from cds_service.rules.model import Advice, ValueUsed
 
 
 def suggestions(
@@ -43,7 +43,6 @@ def suggestions(
 
 
 def advice_dict(
-    knowledge: Knowledge,
     advice: Advice,
     snapshot: m.ClinicalSnapshot,
     renderer: TextRenderer,
@@ -67,10 +66,13 @@ def advice_dict(
     if advice.aki_stage is not None:
         out["aki_stage"] = advice.aki_stage
     if advice.magnesium is not None:
-        out["magnesium"] = {
-            "value_mg_dl": round(advice.magnesium.value, 3),
-            "effective": advice.magnesium.time.isoformat(),
-            "loinc": advice.magnesium.code,
-        }
-    del knowledge
+        out["magnesium"] = magnesium_json(advice.magnesium)
+    return out
+
+
+def magnesium_json(mg: ValueUsed) -> dict[str, Any]:
+    """The Mg value as cards, the CLI and stored advice carry it (no null members)."""
+    out: dict[str, Any] = {"value_mg_dl": round(mg.value, 3), "effective": mg.time.isoformat()}
+    if mg.loinc:
+        out["loinc"] = mg.loinc
     return out

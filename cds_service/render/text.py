@@ -115,8 +115,6 @@ class TextRenderer:
             )
         if rule.measure:
             vals["measure"] = self.k.measures[rule.measure].title
-        if "encounter" in c or "admission" in rule.measure if rule.measure else False:
-            pass
         enc_start = c["encounter"].start if "encounter" in c else None
         vals["admission"] = fmt_time(enc_start) if enc_start else "n/a"
         if "icu" in c:

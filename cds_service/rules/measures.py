@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from cds_service.clinical import model as m
@@ -22,6 +22,7 @@ ANCHORS = (
     "encounter",
     "now",
 )
+LOINC = "http://loinc.org"
 PICKS = ("earliest", "latest", "lowest", "nearest", "median")
 
 
@@ -49,6 +50,7 @@ def used(result: m.LabResult, flags: tuple[str, ...] = ()) -> ValueUsed:
         resource=result.id,
         flags=tuple(sorted(result.time_flags)) + flags,
         reference_range=result.reference_range,
+        loinc=result.code.code if result.code.system == LOINC else None,
     )
 
 
@@ -147,20 +149,7 @@ def _albumin_corrected(mg: m.LabResult, ctx: EvalContext) -> ValueUsed | None:
     corrected_mmol = mg_mmol + slope * (ref - alb_g_l)
     corrected = units["magnesium"].to_canonical(corrected_mmol, "mmol/L")
     base = used(mg, ("albumin-corrected",))
-    return ValueUsed(
-        kind=base.kind,
-        value=corrected,
-        unit=base.unit,
-        time=base.time,
-        original_value=base.original_value,
-        original_unit=base.original_unit,
-        comparator=base.comparator,
-        code=base.code,
-        resource=base.resource,
-        corrected_from=mg.value,
-        albumin_g_dl=alb.value,
-        flags=base.flags,
-    )
+    return replace(base, value=corrected, corrected_from=mg.value, albumin_g_dl=alb.value)
 
 
 def parse_window(raw: object, where: str) -> tuple[timedelta, timedelta]:

@@ -218,6 +218,7 @@ class ValueUsed:
     albumin_g_dl: float | None = None
     flags: tuple[str, ...] = ()
     reference_range: str | None = None
+    loinc: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

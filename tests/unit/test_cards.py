@@ -66,3 +66,17 @@ def test_override_reasons_only_on_warning_and_critical(cards: list[dict[str, Any
 def test_prune_drops_null_and_empty_members() -> None:
     assert prune({"a": None, "b": [], "c": {}, "d": "", "e": [None, {"f": None}], "g": False, "h": 0}) == {
         "g": False, "h": 0}  # fmt: skip
+
+
+def test_magnesium_extension_names_loinc_only_for_loinc_codes() -> None:
+    """A result known only by a site-mapped local code (MIMIC item 50960) has no "loinc"."""
+    from datetime import UTC, datetime
+
+    from cds_service.render.report import magnesium_json
+    from cds_service.rules.model import ValueUsed
+
+    at = datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    local = ValueUsed("serum-mg", 1.4, "mg/dL", at, 1.4, "mg/dL", code="50960", loinc=None)
+    assert magnesium_json(local) == {"value_mg_dl": 1.4, "effective": "2026-01-02T03:04:00+00:00"}
+    coded = ValueUsed("serum-mg", 2.163, "mg/dL", at, 0.89, "mmol/L", code="2601-3", loinc="2601-3")
+    assert magnesium_json(coded)["loinc"] == "2601-3"
