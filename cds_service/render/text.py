@@ -97,6 +97,11 @@ class TextRenderer:
             out["value_mmol_l"] = comp + fmt_num(
                 units[MG_PER_MMOL].from_canonical(v.value, "mmol/L")
             )
+            mg_quantity = units[MG_PER_MMOL]
+            received_mg_dl = mg_quantity.preferred.get(v.original_unit.strip()) == "mg/dL"
+            out["value_converted"] = (
+                f"{out['value_mmol_l']} mmol/L" if received_mg_dl else f"{out['value_mg_dl']} mg/dL"
+            )
             if v.corrected_from is not None:
                 out["value"] = f"{fmt_num(v.corrected_from)} mg/dL → {fmt_num(v.value)} mg/dL"
         elif quantity is not None:
@@ -295,7 +300,7 @@ class TextRenderer:
             if "aki" in f.context and f.context["aki"].nhs_stage != f.context["aki"].stage:
                 lines.append(self._fill(common["nhs_differs"], fv))
             lines.append(f"**{common['evidence']}:** " + self.evidence_line(rule))
-            if rule.category == "association":
+            if rule.category == "association" and not rule.fallback:
                 lines.append("_" + common["association_caution"] + "_")
         if advice.withheld:
             reasons = "; ".join(self.t["gate"].get(g, g) for g in advice.withheld[0].conditions)

@@ -36,7 +36,8 @@ DIRECTIONS = ("low", "high", "prevention", "safety", "monitoring", "aki")
 SERIES = F.LAB_KINDS
 LOCALES = ("en", "zh-CN")
 PLACEHOLDERS = frozenset(
-    "value value_mg_dl value_mmol_l time measure admission icu_start surgery_end procedure "
+    "value value_converted value_mg_dl value_mmol_l time measure admission icu_start surgery_end "
+    "procedure "
     "condition drugs markers band n stage baseline nhs_stage values trend reason window since "
     "dose infusion bolus_minutes rate target monitoring_context age weight reasons rules missing "
     "study design effects reference_range unit exclusions nhs_stage".split()
