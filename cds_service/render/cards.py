@@ -69,7 +69,7 @@ class CardRenderer:
             "summary": rendered.summary,
             "indicator": advice.indicator,
             "detail": rendered.detail,
-            "source": self.source(lead),
+            "source": self.source(lead, text),
         }
         found = suggestions(advice, rendered, snapshot.patient_id, self.codes, now)
         if found:
@@ -92,12 +92,13 @@ class CardRenderer:
         pruned: dict[str, Any] = prune(card)
         return pruned
 
-    def source(self, rule: Rule) -> dict[str, Any]:
-        """The lead rule's study: label, DOI link, and the rule as ``topic``."""
+    def source(self, rule: Rule, text: TextRenderer | None = None) -> dict[str, Any]:
+        """The lead rule's study: label (design in the card's locale), DOI link, ``topic``."""
         ev = rule.evidence
+        design = text.design(rule) if text is not None else ev.design
         url = next((_absolute(c.link) for c in rule.citations if _absolute(c.link)), None)
         return {
-            "label": f"{ev.study} ({ev.design})" if ev.design else ev.study,
+            "label": f"{ev.study} ({design})" if design else ev.study,
             "url": url,
             "topic": {"system": TOPIC_SYSTEM, "code": rule.id, "display": rule.title},
         }

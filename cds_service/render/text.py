@@ -199,10 +199,13 @@ class TextRenderer:
             vals["dose"] = f"{fmt_num(float(s['dose']['amount']))} g"
         if f.no_dose_reason:
             vals["reason"] = self._no_dose_reason(f)
-        exclusions = rule.evidence.extra.get("trial_exclusions")
+        exclusions = self.exclusions(rule)
         if exclusions:
             vals["exclusions"] = "; ".join(exclusions)
-        vals["study"], vals["design"] = rule.evidence.study, rule.evidence.design
+        vals["study"], vals["design"] = rule.evidence.study, self.design(rule)
+        population = self.population(rule)
+        if population:
+            vals["population"] = population
         low, high = self.k.reference_range
         vals["reference_range"] = f"{fmt_num(low)}-{fmt_num(high)} mg/dL"
         lab_range = next((v.reference_range for v in f.values if v.reference_range), None)
@@ -231,21 +234,53 @@ class TextRenderer:
         }
         return self._fill(template, vals)
 
+    def _evidence_text(self, rule: Rule) -> dict[str, Any]:
+        """This locale's ``rules.<text key>.evidence`` translation (empty when there is none)."""
+        node = (self.t.get("rules") or {}).get(rule.text_key) or {}
+        tr = node.get("evidence") if isinstance(node, dict) else None
+        return tr if isinstance(tr, dict) else {}
+
+    def design(self, rule: Rule) -> str:
+        """The study design in this locale, else the rule file's English text."""
+        return str(self._evidence_text(rule).get("design") or rule.evidence.design)
+
+    def population(self, rule: Rule) -> str | None:
+        """The population studied in this locale, else the rule file's English text."""
+        return self._evidence_text(rule).get("population") or rule.evidence.population
+
+    def exclusions(self, rule: Rule) -> list[str]:
+        """The trial's exclusions in this locale, else the rule file's English list."""
+        english = [str(x) for x in rule.evidence.extra.get("trial_exclusions") or []]
+        tr = self._evidence_text(rule).get("exclusions")
+        return [str(x) for x in tr] if tr and len(tr) == len(english) else english
+
+    def effect_texts(self, rule: Rule) -> list[tuple[str, str]]:
+        """(label, measure) of each effect in this locale; each list falls back to English."""
+        effects = rule.evidence.effects
+        tr = self._evidence_text(rule)
+        labels = tr.get("effect_labels")
+        measures = tr.get("effect_measures")
+        if not labels or len(labels) != len(effects):
+            labels = [e.label for e in effects]
+        if not measures or len(measures) != len(effects):
+            measures = [e.measure for e in effects]
+        return [(str(label), str(measure)) for label, measure in zip(labels, measures, strict=True)]
+
     def evidence_line(self, rule: Rule) -> str:
         """One line: study, design, N, effects with CIs, DOI link."""
         ev = rule.evidence
         effects = []
-        for e in ev.effects:
-            part = f"{e.label}: {e.measure} {fmt_num(e.value)}" if e.value is not None else e.label
+        for e, (label, measure) in zip(ev.effects, self.effect_texts(rule), strict=True):
+            part = f"{label}: {measure} {e.value:g}" if e.value is not None else label
             if e.ci:
-                part += f" ({fmt_num(e.ci[0])}-{fmt_num(e.ci[1])})"
+                part += f" ({e.ci[0]:g}-{e.ci[1]:g})"  # as reported: P 0.007, HR 0.082
             effects.append(part)
         n = f", N={ev.n:,}" if ev.n else ""
         line = self._fill(
             self.t["common"]["evidence_line"],
             {
                 "study": ev.study,
-                "design": ev.design,
+                "design": self.design(rule),
                 "n": n,
                 "effects": "; ".join(effects) or "—",
             },

@@ -40,9 +40,11 @@ PLACEHOLDERS = frozenset(
     "procedure "
     "condition drugs markers band n stage baseline nhs_stage values trend reason window since "
     "dose infusion bolus_minutes rate target monitoring_context age weight reasons rules missing "
-    "study design effects reference_range unit exclusions nhs_stage".split()
+    "study design population effects reference_range unit exclusions nhs_stage".split()
 )
 _THRESHOLD_KEYS = ("unit", "direction", "label", "effect", "indicator")
+# Optional per-locale translation of a rule's evidence: ``rules.<text key>.evidence``.
+EVIDENCE_TEXT_KEYS = ("design", "population", "effect_labels", "effect_measures", "exclusions")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
@@ -479,10 +481,14 @@ def load_texts(
         path = folder / f"{locale}.yaml"
         flat = _walk_keys(data)
         for key, value in flat.items():
+            if _is_evidence_key(key):
+                continue  # translated study text, not a template
             for name in _PLACEHOLDER.findall(str(value)):
                 if name not in PLACEHOLDERS:
                     raise MappingError(f"{path}: {key}: unknown placeholder {{{name}}}")
-        missing = sorted(k for k in base if k not in flat and k != "locale")
+        missing = sorted(
+            k for k in base if k not in flat and k != "locale" and not _is_evidence_key(k)
+        )
         if missing:
             raise MappingError(
                 f"{path}: missing text key {missing[0]} (and {len(missing) - 1} more)"
@@ -495,7 +501,69 @@ def load_texts(
         for gid in gate_ids:
             if gid not in (data.get("gate") or {}):
                 raise MappingError(f"{path}: missing text key gate.{gid}")
+        _check_evidence_texts(path, data, rules)
     return texts
+
+
+def _is_evidence_key(key: str) -> bool:
+    """``rules.<text key>.evidence[.<field>]``: optional in every locale."""
+    parts = key.split(".")
+    return len(parts) >= 3 and parts[0] == "rules" and parts[2] == "evidence"
+
+
+def _check_evidence_texts(path: Path, data: dict[str, Any], rules: tuple[Rule, ...]) -> None:
+    """Check the optional ``rules.<text key>.evidence`` translations of one locale file.
+
+    Each list has one entry per entry of the rule file's list (``effect_labels`` and
+    ``effect_measures``: ``evidence.effects``; ``exclusions``: ``evidence.trial_exclusions``).
+
+    :raises MappingError: an unknown key, a wrong type or a list of the wrong length.
+    """
+    by_key: dict[str, list[Rule]] = {}
+    for rule in rules:
+        by_key.setdefault(rule.text_key, []).append(rule)
+    for text_key, node in (data.get("rules") or {}).items():
+        if not isinstance(node, dict) or "evidence" not in node:
+            continue
+        where = f"{path}: rules.{text_key}.evidence"
+        tr = node["evidence"]
+        if not isinstance(tr, dict):
+            raise MappingError(f"{where}: expected a mapping")
+        unknown = sorted(set(tr) - set(EVIDENCE_TEXT_KEYS))
+        if unknown:
+            raise MappingError(
+                f"{where}: unknown key(s) {unknown} (known: {', '.join(EVIDENCE_TEXT_KEYS)})"
+            )
+        if text_key not in by_key:
+            raise MappingError(f"{where}: no rule has the text key {text_key!r}")
+        for field in ("design", "population"):
+            if field in tr and (not isinstance(tr[field], str) or not tr[field].strip()):
+                raise MappingError(f"{where}.{field}: expected a non-empty string")
+        for rule in by_key[text_key]:
+            ev = rule.evidence
+            if "population" in tr and not ev.population:
+                raise MappingError(
+                    f"{where}.population: {rule.source_file} has no evidence.population"
+                )
+            lengths = {
+                "effect_labels": (len(ev.effects), "evidence.effects"),
+                "effect_measures": (len(ev.effects), "evidence.effects"),
+                "exclusions": (
+                    len(ev.extra.get("trial_exclusions") or []),
+                    "evidence.trial_exclusions",
+                ),
+            }
+            for field, (want, source) in lengths.items():
+                if field not in tr:
+                    continue
+                got = tr[field]
+                if not isinstance(got, list) or not all(isinstance(x, str) for x in got):
+                    raise MappingError(f"{where}.{field}: expected a list of strings")
+                if len(got) != want:
+                    raise MappingError(
+                        f"{where}.{field}: {len(got)} entries, but {source} of "
+                        f"{rule.source_file} has {want}"
+                    )
 
 
 def _fingerprint(root: Path) -> str:
