@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -87,3 +92,26 @@ def advice_rules(ingestor: Ingestor) -> list[str]:
 def outbox_count(ingestor: Ingestor) -> int:
     """Outbox rows of every kind."""
     return count(ingestor, OutboxRow)
+
+
+@contextmanager
+def listener(url: str, **env: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``cds-service mllp`` on a free port as a child process: (process, port)."""
+    cli = ROOT / ".venv" / "bin" / "cds-service"
+    command = (
+        [str(cli), "mllp"] if cli.exists() else [sys.executable, "-m", "cds_service.cli", "mllp"]
+    )
+    full = {**os.environ, "CDS_DATABASE_URL": url, "CDS_MLLP_PORT": "0", "CDS_SITE_MAPPINGS": str(SITE),
+            **env}  # fmt: skip
+    proc = subprocess.Popen(
+        command, env=full, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        match = re.search(r":(\d+)$", line.strip())
+        assert match, f"listener did not start: {line!r}"
+        yield proc, int(match.group(1))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)

@@ -9,14 +9,13 @@ Queued advice is handed to this process's delivery thread right after the commit
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import threading
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from cds_service.events.app_state import app_singleton, authorise_events
 from cds_service.events.fhir_events import FhirEvents, Transient
 from cds_service.events.fhir_notify_forms import BadNotification, parse_notification
 from cds_service.events.outbound import DeliveryLoop
@@ -24,7 +23,6 @@ from cds_service.hooks.errors import (
     BadRequest,
     HookError,
     PayloadTooLarge,
-    Unauthorized,
     UnsupportedMediaType,
 )
 
@@ -33,7 +31,6 @@ log = logging.getLogger("cds_service.events.fhir")
 EXTENSION = "cds_fhir_events"
 LOOP = "cds_outbox_loop"
 MEDIA_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir", ""})
-_LOCK = threading.Lock()
 
 
 class ServiceUnavailable(HookError):
@@ -47,57 +44,31 @@ def delivery_loop() -> DeliveryLoop | None:
     state = current_app.extensions["cds"]
     if not state.settings.outbound:
         return None
-    with _LOCK:
-        loop = current_app.extensions.get(LOOP)
-        if loop is None:
-            loop = DeliveryLoop(state.store.engine, state.settings).start()
-            current_app.extensions[LOOP] = loop
-    assert isinstance(loop, DeliveryLoop)
-    return loop
+    return app_singleton(LOOP, lambda: DeliveryLoop(state.store.engine, state.settings).start())
 
 
 def handler() -> FhirEvents:
     """The app's notification handler (database migrated on first use)."""
-    found = current_app.extensions.get(EXTENSION)
-    if found is None:
-        with _LOCK:
-            found = current_app.extensions.get(EXTENSION)
-            if found is None:
-                from cds_service.store import migrate
 
-                state = current_app.extensions["cds"]
-                migrate(state.settings.database_url)
-                app = current_app._get_current_object()  # type: ignore[attr-defined]
+    def build() -> FhirEvents:
+        from cds_service.store import migrate
 
-                def kick() -> None:
-                    with app.app_context():
-                        running = delivery_loop()
-                    if running is not None:
-                        running.kick()
+        state = current_app.extensions["cds"]
+        migrate(state.settings.database_url)
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
 
-                found = FhirEvents(
-                    state.store.engine, state.settings, state.knowledge, state.tz,
-                    state.store.hash_id, state.session, on_commit=kick,
-                )  # fmt: skip
-                current_app.extensions[EXTENSION] = found
-    assert isinstance(found, FhirEvents)
-    return found
+        def kick() -> None:
+            with app.app_context():
+                running = delivery_loop()
+            if running is not None:
+                running.kick()
 
+        return FhirEvents(
+            state.store.engine, state.settings, state.knowledge, state.tz,
+            state.store.hash_id, state.session, on_commit=kick,
+        )  # fmt: skip
 
-def _authorise() -> None:
-    """Bearer ``CDS_EVENTS_TOKEN`` unless ``CDS_AUTH=off``.
-
-    :raises Unauthorized: missing or wrong token (also when none is configured).
-    """
-    settings = current_app.extensions["cds"].settings
-    if settings.auth == "off":
-        return
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    expected = settings.events_token
-    if not expected or scheme.lower() != "bearer":
-        raise Unauthorized("authentication required")
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized("authentication required")
+    return app_singleton(EXTENSION, build)
 
 
 def _body() -> object:
@@ -127,7 +98,7 @@ def _body() -> object:
 @bp.post("/fhir/notifications")
 def receive() -> Response:
     """Accept one notification; answer with a summary of what was done."""
-    _authorise()
+    authorise_events()
     body = _body()
     try:
         note = parse_notification(body)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import codecs
-import hmac
-import threading
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from cds_service.events.app_state import app_singleton, authorise_events
 from cds_service.events.ingest import Ingestor, Outcome
-from cds_service.hooks.errors import Unauthorized, UnsupportedMediaType
+from cds_service.hooks.errors import UnsupportedMediaType
 
 bp = Blueprint("hl7v2", __name__)
 MEDIA_TYPES = frozenset(
@@ -18,40 +17,18 @@ MEDIA_TYPES = frozenset(
      "application/edi-hl7", "application/octet-stream", ""}
 )  # fmt: skip
 EXTENSION = "cds_events"
-_LOCK = threading.Lock()
 
 
 def ingestor() -> Ingestor:
     """The app's Ingestor, built once from its settings and knowledge (database migrated)."""
-    found = current_app.extensions.get(EXTENSION)
-    if found is None:
-        with _LOCK:
-            found = current_app.extensions.get(EXTENSION)
-            if found is None:
-                from cds_service.events.service import build_ingestor
 
-                state = current_app.extensions["cds"]
-                found = build_ingestor(state.settings, knowledge=state.knowledge)
-                current_app.extensions[EXTENSION] = found
-    assert isinstance(found, Ingestor)
-    return found
+    def build() -> Ingestor:
+        from cds_service.events.service import build_ingestor
 
+        state = current_app.extensions["cds"]
+        return build_ingestor(state.settings, knowledge=state.knowledge)
 
-def _authorise() -> None:
-    """Bearer ``CDS_EVENTS_TOKEN`` unless ``CDS_AUTH=off`` (constant-time comparison).
-
-    :raises Unauthorized: missing or wrong token (also when no token is configured).
-    """
-    settings = current_app.extensions["cds"].settings
-    if settings.auth == "off":
-        return
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    expected = settings.events_token
-    if not expected or scheme.lower() != "bearer":
-        raise Unauthorized("authentication required")
-    if not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized("authentication required")
+    return app_singleton(EXTENSION, build)
 
 
 def _charset() -> str:
@@ -77,7 +54,7 @@ def _cards(outcome: Outcome) -> list[dict[str, Any]]:
 @bp.post("/hl7v2")
 def receive() -> Response:
     """Handle one ER7 message; the ACK in ER7, or ``{"ack", "cards"}`` for Accept JSON."""
-    _authorise()
+    authorise_events()
     if request.mimetype not in MEDIA_TYPES and not request.mimetype.startswith("text/"):
         raise UnsupportedMediaType("send the message as text/plain or application/hl7-v2")
     outcome = ingestor().handle(request.get_data(cache=False), "http", charset=_charset())

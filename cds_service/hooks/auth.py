@@ -164,7 +164,7 @@ class JwtVerifier:
         """Load the trusted issuers now (a bad file is a ConfigError at start-up)."""
         self._issuers = load_issuers(settings.trusted_issuers)
         if settings.auth == "jwt" and not self._issuers:
-            log.warning("CDS_AUTH=jwt but CDS_TRUSTED_ISSUERS lists no issuer: all calls get 401")
+            log.warning("CDS_TRUSTED_ISSUERS lists no issuer: every CDS Hooks call gets 401")
         self._store = store
         self._fetch = fetch_json
         self._clock = clock

@@ -111,7 +111,7 @@ def _authenticate(state: Any) -> None:
         return
     verifier = getattr(state, "verifier", None)
     if verifier is None:  # fail closed: auth is on but nothing can verify
-        log.error("CDS_AUTH=jwt but no JWT verifier is configured")
+        log.error("client authentication is on but no verifier is configured")
         raise Unauthorized("Authentication required")
     # aud is the called feedback URL; the service URL is accepted too (some clients send it)
     called = request.base_url

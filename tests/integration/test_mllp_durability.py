@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,33 +14,10 @@ from sqlalchemy.orm import Session
 
 from cds_service.events.mllp_frames import FrameReader, TooLarge, frame
 from cds_service.store.events_models import AdviceIssued, Hl7Message, LabResultRow
-from tests.hl7support import ROOT, SITE, fixture, msa
+from tests.hl7support import fixture, listener, msa
 
 pytestmark = pytest.mark.integration
-CLI = ROOT / ".venv" / "bin" / "cds-service"
 TOTAL = 150
-
-
-@contextmanager
-def listener(url: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """``cds-service mllp`` on a free port, as a child process."""
-    env = {**os.environ, "CDS_DATABASE_URL": url, "CDS_MLLP_PORT": "0", "CDS_SITE_MAPPINGS": str(SITE),
-           "CDS_SECRET": "durability", "CDS_OUTBOUND": "hl7"}  # fmt: skip
-    command = (
-        [str(CLI), "mllp"] if CLI.exists() else [sys.executable, "-m", "cds_service.cli", "mllp"]
-    )
-    proc = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        match = re.search(r":(\d+)$", line.strip())
-        assert match, f"listener did not start: {line!r}"
-        yield proc, int(match.group(1))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
 
 
 def message(n: int) -> bytes:
@@ -74,7 +47,7 @@ async def stream(port: int, kill_after: int | None, proc: subprocess.Popen[str])
 
 def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'durable.db'}"
-    with listener(url) as (proc, port):
+    with listener(url, CDS_SECRET="durability", CDS_OUTBOUND="hl7") as (proc, port):
         acks = asyncio.run(stream(port, 20, proc))
         proc.wait(10)
     acked = [msa(a)[2] for a in acks if msa(a)[1] == "AA"]
@@ -88,7 +61,10 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
             assert results == 2, control_id  # Mg and creatinine applied
             assert session.scalar(select(func.count()).where(AdviceIssued.message_id == row.id))
     engine.dispose()
-    with listener(url) as (proc, port):  # the sender re-sends everything not acknowledged
+    with listener(url, CDS_SECRET="durability", CDS_OUTBOUND="hl7") as (
+        proc,
+        port,
+    ):  # the sender re-sends everything not acknowledged
         again = asyncio.run(stream(port, None, proc))
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0

@@ -7,10 +7,7 @@ kicked by new advice and sends the advisory message to a local MLLP receiver.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,11 +15,10 @@ from pathlib import Path
 import pytest
 
 from cds_service.events.mllp_frames import FrameReader, frame
-from tests.hl7support import ROOT, SITE, fixture, msa
+from tests.hl7support import fixture, listener, msa
 from tests.unit.mllp_receiver import Receiver
 
 pytestmark = pytest.mark.integration
-CLI = ROOT / ".venv" / "bin" / "cds-service"
 
 
 def recent(raw: bytes, when: datetime) -> bytes:
@@ -49,31 +45,21 @@ async def send(port: int, messages: list[bytes]) -> list[str]:
 def test_low_mg_in_icu_sends_an_advisory_oru(tmp_path: Path) -> None:
     receiver = Receiver(["AA"])
     url = f"sqlite:///{tmp_path / 'cds.db'}"
-    env = {**os.environ, "CDS_DATABASE_URL": url, "CDS_MLLP_PORT": "0", "CDS_SITE_MAPPINGS": str(SITE),
-           "CDS_SECRET": "outbound", "CDS_OUTBOUND": "hl7",
-           "CDS_HL7_OUTBOUND": f"127.0.0.1:{receiver.port}"}  # fmt: skip
-    command = (
-        [str(CLI), "mllp"] if CLI.exists() else [sys.executable, "-m", "cds_service.cli", "mllp"]
-    )
-    proc = subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
     try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        match = re.search(r":(\d+)$", line.strip())
-        assert match, f"listener did not start: {line!r}"
-        now = datetime.now(UTC)
-        admit = recent(fixture("adt_a01_icu.hl7"), now - timedelta(hours=10))
-        admit = admit.replace(b"MRN2001", b"MRN1001")  # the same patient as the result
-        result = recent(fixture("oru_mg_low_icu.hl7"), now - timedelta(hours=1))
-        acks = asyncio.run(send(int(match.group(1)), [admit, result]))
-        assert [msa(a)[1] for a in acks] == ["AA", "AA"]
-        deadline = time.monotonic() + 10  # well under the 15 s delivery period: the kick sends it
-        while not any("Mg 1.2" in m for m in receiver.messages) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with listener(url, CDS_SECRET="outbound", CDS_OUTBOUND="hl7",
+                      CDS_HL7_OUTBOUND=f"127.0.0.1:{receiver.port}") as (proc, port):  # fmt: skip
+            now = datetime.now(UTC)
+            admit = recent(fixture("adt_a01_icu.hl7"), now - timedelta(hours=10))
+            admit = admit.replace(b"MRN2001", b"MRN1001")  # the same patient as the result
+            result = recent(fixture("oru_mg_low_icu.hl7"), now - timedelta(hours=1))
+            acks = asyncio.run(send(port, [admit, result]))
+            assert [msa(a)[1] for a in acks] == ["AA", "AA"]
+            deadline = time.monotonic() + 10  # under the 15 s delivery period: the kick sends it
+            while not any("Mg 1.2" in m for m in receiver.messages) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            proc.terminate()
+            proc.wait(15)
     finally:
-        proc.terminate()
-        proc.wait(15)
         receiver.stop()
     low = [m for m in receiver.messages if "Mg 1.2" in m]
     assert low, f"no advisory about the Mg result reached the HL7 destination: {receiver.messages}"
