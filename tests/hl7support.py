@@ -12,12 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cds_service.config import Settings
 from cds_service.events.ingest import Ingestor
 from cds_service.events.service import build_ingestor
+from cds_service.store import dispose_engine
 from cds_service.store.events_models import AdviceIssued, OutboxRow
 from tests.shared_data import SHARED
 
@@ -115,3 +117,11 @@ def listener(url: str, **env: str) -> Iterator[tuple[subprocess.Popen[str], int]
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
+
+
+@pytest.fixture
+def ing(db_url: str) -> Iterator[Ingestor]:
+    """An HL7 v2 Ingestor on ``db_url`` (SQLite, and PostgreSQL when reachable)."""
+    ingestor = make_ingestor(db_url)
+    yield ingestor
+    dispose_engine(db_url)

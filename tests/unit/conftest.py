@@ -9,6 +9,7 @@ import pytest
 from cds_service.rules.loader import load_knowledge
 from cds_service.rules.model import Knowledge
 from tests.dbsupport import db_url, pg_schema_url, store  # noqa: F401 - shared DB fixtures
+from tests.hl7support import ing  # noqa: F401 - shared HL7 v2 ingestor fixture
 
 ROOT = Path(__file__).parents[2]
 MAPPINGS = ROOT / "mappings"

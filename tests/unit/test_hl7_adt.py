@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import pytest
-
 from cds_service.events.ingest import Ingestor
-from cds_service.store import dispose_engine
 from cds_service.store.events_models import (
     AdviceIssued,
     DiagnosisRow,
@@ -18,14 +14,7 @@ from cds_service.store.events_models import (
     Patient,
     ProcedureRow,
 )
-from tests.hl7support import advice_rules, count, fixture, make_ingestor, rows
-
-
-@pytest.fixture
-def ing(db_url: str) -> Iterator[Ingestor]:
-    ingestor = make_ingestor(db_url)
-    yield ingestor
-    dispose_engine(db_url)
+from tests.hl7support import advice_rules, count, fixture, rows
 
 
 def test_admission_to_icu_with_diagnoses_and_procedure(ing: Ingestor) -> None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cds_service.events.ingest import Ingestor
-from cds_service.store import dispose_engine
 from cds_service.store.events_models import AdviceIssued, Hl7Message, LabResultRow, OutboxRow
 from tests.hl7support import (
     ARRIVAL,
@@ -22,13 +20,6 @@ from tests.hl7support import (
     rows,
     segment,
 )
-
-
-@pytest.fixture
-def ing(db_url: str) -> Iterator[Ingestor]:
-    ingestor = make_ingestor(db_url)
-    yield ingestor
-    dispose_engine(db_url)
 
 
 def test_mg_low_in_icu_is_stored_and_advised(ing: Ingestor) -> None:
