@@ -1,4 +1,9 @@
-"""FHIR R4 resources the service suggests, built and validated with ``fhir.resources.R4B``."""
+"""FHIR R4 resources the service suggests, built and validated with ``fhir.resources.R4B``.
+
+Each resource is built as FHIR JSON and validated by its R4B model; the validated JSON is
+what the card carries (dumping the model again would cost more than validating it and
+give the same JSON: ``test_suggested_resources_are_their_own_r4b_dump``).
+"""
 
 from __future__ import annotations
 
@@ -24,11 +29,11 @@ class OrderCodes:
     def medication(self, set_id: str) -> dict[str, Any]:
         """The CodeableConcept for an ordered medication."""
         med = self.data["medications"][set_id]
-        return {"coding": med["coding"], "text": med["text"]}
+        return {"coding": [dict(c) for c in med["coding"]], "text": med["text"]}
 
     def route(self, route: str) -> dict[str, Any]:
         """The CodeableConcept for a route of administration."""
-        return {"coding": [self.data["routes"][route]], "text": route}
+        return {"coding": [dict(self.data["routes"][route])], "text": route}
 
     def serum_magnesium(self) -> dict[str, Any]:
         """The code ordered to measure serum magnesium."""
@@ -36,11 +41,17 @@ class OrderCodes:
 
     def lab_category(self) -> dict[str, Any]:
         """The ServiceRequest category for laboratory orders."""
-        return {"coding": [self.data["lab_orders"]["category"]]}
+        return {"coding": [dict(self.data["lab_orders"]["category"])]}
 
 
 def _id(seed: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, seed))
+
+
+def fhir_datetime(moment: datetime) -> str:
+    """An aware datetime as a FHIR dateTime, UTC written ``Z`` (as R4B models write it)."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
 def lab_order(
@@ -61,10 +72,11 @@ def lab_order(
         "category": [codes.lab_category()],
         "code": {"coding": [code], "text": code.get("display", label)},
         "subject": {"reference": f"Patient/{patient_id}"},
-        "authoredOn": now.isoformat(),
+        "authoredOn": fhir_datetime(now),
         "reasonCode": [{"text": label}],
     }
-    return ServiceRequest.model_validate(resource).model_dump(mode="json", exclude_none=True)
+    ServiceRequest.model_validate(resource)
+    return resource
 
 
 def _dosage(dose: Dose, codes: OrderCodes, text: str) -> dict[str, Any]:
@@ -116,8 +128,9 @@ def medication_order(
         "intent": "proposal",
         "medicationCodeableConcept": codes.medication(finding.suggestion["medication"]),
         "subject": {"reference": f"Patient/{patient_id}"},
-        "authoredOn": now.isoformat(),
+        "authoredOn": fhir_datetime(now),
         "dosageInstruction": [_dosage(dose, codes, label)],
         "note": [{"text": label}],
     }
-    return MedicationRequest.model_validate(resource).model_dump(mode="json", exclude_none=True)
+    MedicationRequest.model_validate(resource)
+    return resource

@@ -1,9 +1,16 @@
-"""One SQLAlchemy Engine per database URL per process (SQLite WAL, PostgreSQL pre-ping)."""
+"""One SQLAlchemy Engine per database URL per process (SQLite WAL, PostgreSQL pre-ping).
+
+A file SQLite database has a second, *relaxed* Engine per process for writes that may be
+lost in a power failure but not in a killed process (the card log): its connections run
+``synchronous=NORMAL`` and commit without an fsync. Everything else (HL7 messages and their
+ACKs, feedback, JWT ids) goes through the durable Engine (``synchronous=FULL``).
+"""
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +19,7 @@ from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_MS = 10_000
 
-_ENGINES: dict[str, Engine] = {}
+_ENGINES: dict[tuple[str, bool], Engine] = {}  # (url, durable)
 _LOCK = threading.Lock()
 
 
@@ -27,18 +34,21 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database)
 
 
-def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = FULL")  # an ACKed message survives power loss
-        cursor.execute("PRAGMA foreign_keys = ON")
-    finally:
-        cursor.close()
+def _sqlite_pragmas(synchronous: str) -> Callable[[Any, Any], None]:
+    def set_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    return set_pragmas
 
 
-def _create(url: str) -> Engine:
+def _create(url: str, durable: bool) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_engine(url, pool_pre_ping=True, pool_recycle=1800)
@@ -48,25 +58,33 @@ def _create(url: str) -> Engine:
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_MS / 1000})
-    event.listen(engine, "connect", _set_sqlite_pragmas)
+    # FULL: an ACKed HL7 message survives power loss (WAL fsync at every commit).
+    event.listen(engine, "connect", _sqlite_pragmas("FULL" if durable else "NORMAL"))
     return engine
 
 
-def engine_for(url: str) -> Engine:
-    """The process-wide Engine of ``url`` (created on first use)."""
+def engine_for(url: str, *, durable: bool = True) -> Engine:
+    """The process-wide Engine of ``url`` (created on first use).
+
+    ``durable=False``: the relaxed Engine of a file SQLite database (see the module text);
+    for every other database it is the durable Engine itself (in-memory SQLite must share
+    its one connection; PostgreSQL commits are group-committed by the server).
+    """
+    durable = durable or sqlite_path(url) is None
     with _LOCK:
-        engine = _ENGINES.get(url)
+        engine = _ENGINES.get((url, durable))
         if engine is None:
-            engine = _ENGINES[url] = _create(url)
+            engine = _ENGINES[url, durable] = _create(url, durable)
         return engine
 
 
 def dispose_engine(url: str) -> None:
-    """Close the pool of ``url`` and forget its Engine."""
+    """Close the pools of ``url`` and forget its Engines."""
     with _LOCK:
-        engine = _ENGINES.pop(url, None)
-    if engine is not None:
-        engine.dispose()
+        engines = [_ENGINES.pop((url, durable), None) for durable in (True, False)]
+    for engine in engines:
+        if engine is not None:
+            engine.dispose()
 
 
 def _after_fork() -> None:

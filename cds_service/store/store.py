@@ -56,6 +56,15 @@ def _insert_ignore(engine: Engine, model: type[Base], rows: Sequence[Mapping[str
     raise NotImplementedError(f"unsupported database backend: {engine.dialect.name}")
 
 
+def _insert_ignore_stmt(engine: Engine, model: type[Base]) -> Insert:
+    """The same INSERT without rows, built once and executed with a row list (executemany)."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing()
+    if engine.dialect.name == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing()
+    raise NotImplementedError(f"unsupported database backend: {engine.dialect.name}")
+
+
 def _card_row(card: Mapping[str, Any]) -> dict[str, Any] | None:
     uuid = card.get("uuid")
     if not isinstance(uuid, str) or not uuid:
@@ -85,11 +94,18 @@ class Store:
         *,
         clock: Callable[[], datetime] = utcnow,
         url: str | None = None,
+        log_engine: Engine | None = None,
     ) -> None:
-        """Use ``engine`` (the Engine of ``url``); ``secret`` keys the identifier hashes."""
+        """Use ``engine`` (the Engine of ``url``); ``secret`` keys the identifier hashes.
+
+        ``log_engine`` (default ``engine``) writes the card log: the relaxed SQLite Engine
+        of ``engine_for(url, durable=False)`` in a service process.
+        """
         if not secret:
             log.warning("CDS_SECRET is empty: stored identifier hashes are not keyed")
         self.engine = engine
+        self._log_engine = log_engine or engine
+        self._card_insert = _insert_ignore_stmt(self._log_engine, CardRecord)
         self._url = url
         self._key = secret.encode("utf-8")
         self._clock = clock
@@ -126,7 +142,11 @@ class Store:
         patient_ref: str | None,
         cards: Sequence[Mapping[str, Any]],
     ) -> None:
-        """Log the cards of one response (uuid, rules, lead rule, indicator, hashed patient)."""
+        """Log the cards of one response (uuid, rules, lead rule, indicator, hashed patient).
+
+        Committed before the response leaves; on SQLite without an fsync (the relaxed
+        Engine): a killed process loses nothing, a power failure may lose the last rows.
+        """
         now = self._clock()
         patient_hash = self.hash_patient(patient_ref) if patient_ref else None
         rows = []
@@ -141,8 +161,8 @@ class Store:
                 )
                 rows.append(row)
         if rows:
-            with self._card_lock, self.engine.begin() as conn:
-                conn.execute(_insert_ignore(self.engine, CardRecord, rows))
+            with self._card_lock, self._log_engine.begin() as conn:
+                conn.execute(self._card_insert, rows)
 
     def save_feedback(self, service_id: str, item: Mapping[str, Any]) -> bool:
         """Store one validated feedback item; False when the same one was stored before."""
@@ -217,10 +237,11 @@ class Store:
         """Dispose of this store's Engine (tests; a process normally keeps it)."""
         if self._url is None:
             self.engine.dispose()
+            self._log_engine.dispose()
         else:
             dispose_engine(self._url)
 
 
 def open_store(url: str, secret: str) -> Store:
     """A Store on the process-wide Engine of ``url`` (run ``migrate(url)`` first)."""
-    return Store(engine_for(url), secret, url=url)
+    return Store(engine_for(url), secret, url=url, log_engine=engine_for(url, durable=False))

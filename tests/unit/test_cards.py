@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from fhir.resources.R4B import get_fhir_model_class
 
 from cds_service.clinical.fhir_extract import snapshot_from_cds_request
 from cds_service.render.cards import CardRenderer, prune
-from cds_service.render.fhir import OrderCodes
+from cds_service.render.fhir import OrderCodes, lab_order
 from cds_service.rules.engine import evaluate
-from cds_service.rules.model import Knowledge
+from cds_service.rules.model import Finding, Knowledge
 from tests.integration.hooks_support import MAPPINGS, check_response, positive_control
 
 
@@ -80,3 +81,25 @@ def test_magnesium_extension_names_loinc_only_for_loinc_codes() -> None:
     assert magnesium_json(local) == {"value_mg_dl": 1.4, "effective": "2026-01-02T03:04:00+00:00"}
     coded = ValueUsed("serum-mg", 2.163, "mg/dL", at, 0.89, "mmol/L", code="2601-3", loinc="2601-3")
     assert magnesium_json(coded)["loinc"] == "2601-3"
+
+
+def test_suggested_resources_are_their_own_r4b_dump(cards: list[dict[str, Any]]) -> None:
+    """The JSON a card carries is exactly what the R4B model validates and writes back."""
+    resources = [
+        action["resource"]
+        for card in cards
+        for suggestion in card.get("suggestions", [])
+        for action in suggestion["actions"]
+        if "resource" in action
+    ]
+    assert {r["resourceType"] for r in resources} == {"MedicationRequest"}
+    codes = OrderCodes(MAPPINGS / "orders.yaml")
+    recheck = Finding("mg-data-quality", "monitor", "info")
+    plus_eight = datetime(2026, 3, 1, 8, 30, tzinfo=timezone(timedelta(hours=8)))
+    resources.append(lab_order(recheck, "p1", codes, plus_eight, "Recheck serum Mg"))
+    resources.append(lab_order(recheck, "p1", codes, datetime.now(UTC), "Recheck serum Mg"))
+    assert resources[-2]["authoredOn"] == "2026-03-01T08:30:00+08:00"
+    assert resources[-1]["authoredOn"].endswith("Z")
+    for resource in resources:
+        model = get_fhir_model_class(resource["resourceType"])
+        assert model.model_validate(resource).model_dump(mode="json", exclude_none=True) == resource

@@ -114,6 +114,22 @@ def test_sqlite_parent_folder_created_and_wal(tmp_path: Path) -> None:
         dispose_engine(url)
 
 
+def test_card_log_commits_without_fsync_everything_else_with(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    migrate(url)
+    st = open_store(url, SECRET)
+    try:
+        st.record_cards("h", "svc", None, [card(CARD_1, ["r"])])
+        with engine_for(url).connect() as durable, engine_for(url, durable=False).connect() as log:
+            assert durable.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert log.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            assert log.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert [r.uuid for r in st.cards_for("h")] == [CARD_1]  # visible to the durable Engine
+    finally:
+        dispose_engine(url)
+    assert engine_for("sqlite://", durable=False) is engine_for("sqlite://")  # one in-memory db
+
+
 def test_one_engine_per_url(db_url: str) -> None:
     assert engine_for(db_url) is engine_for(db_url)
     assert open_store(db_url, SECRET).engine is engine_for(db_url)
