@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from operator import attrgetter
 from typing import Any
 
 from cds_service.clinical import model as m
@@ -33,7 +34,7 @@ from cds_service.clinical.fhir_context import (
     read_procedure,
     read_service_request,
 )
-from cds_service.clinical.fhir_labs import bad_resource, lab_table, read_observation
+from cds_service.clinical.fhir_labs import LabTable, bad_resource, lab_table, read_observation
 from cds_service.rules.model import Knowledge
 
 CLINICAL_TYPES = frozenset({
@@ -48,8 +49,9 @@ def patient_of(res: JsonDict, index: ResourceIndex) -> str | None:
     """The patient id a resource's subject/patient reference points at."""
     for key in ("subject", "patient"):
         ref = res.get(key)
-        if isinstance(ref, dict) and isinstance(ref.get("reference"), str):
-            target = index.key(ref["reference"])
+        reference = ref.get("reference") if isinstance(ref, dict) else None
+        if isinstance(reference, str):
+            target = index.key(reference)
             return target[len("Patient/") :] if target.startswith("Patient/") else target
     return None
 
@@ -69,12 +71,17 @@ class Parts:
 
 
 def _read_one(
-    res: JsonDict, parts: Parts, knowledge: Knowledge, index: ResourceIndex, tz: tzinfo
+    res: JsonDict,
+    parts: Parts,
+    knowledge: Knowledge,
+    table: LabTable,
+    index: ResourceIndex,
+    tz: tzinfo,
 ) -> None:
     """Dispatch one resource to its reader and collect the result."""
     rtype = res["resourceType"]
     if rtype == "Observation":
-        got = read_observation(res, lab_table(knowledge), index, tz)
+        got = read_observation(res, table, index, tz)
         if isinstance(got, m.LabResult):
             parts.labs.append(got)
         elif got is not None:
@@ -163,7 +170,7 @@ def _series(labs: list[m.LabResult]) -> dict[str, tuple[m.LabResult, ...]]:
             egfr[r.time] = r
     if m.EGFR in by_kind:
         by_kind[m.EGFR] = list(egfr.values())
-    return {k: tuple(sorted(v, key=lambda r: (r.time, r.id))) for k, v in by_kind.items()}
+    return {k: tuple(sorted(v, key=attrgetter("time", "id"))) for k, v in by_kind.items()}
 
 
 def _newest(parts: Parts) -> datetime | None:
@@ -227,6 +234,7 @@ def build_parts(
 ) -> Parts:
     """Read one patient's resources (others' are excluded when patient_id is set)."""
     parts = Parts(excluded=list(bad))
+    table = lab_table(knowledge)
     for res in resources:
         rtype = res["resourceType"]
         try:
@@ -240,7 +248,7 @@ def build_parts(
                         m.Excluded(name_of(res), m.OTHER_PATIENT, "belongs to another patient")
                     )
                 else:
-                    _read_one(res, parts, knowledge, index, tz)
+                    _read_one(res, parts, knowledge, table, index, tz)
         except _READ_ERRORS as exc:
             parts.excluded.append(bad_resource(res, str(exc)))
     for res in drafts:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date, datetime, tzinfo
+from itertools import starmap
 from typing import Any, NamedTuple
 
 from cds_service.clinical.model import Coding, Concept
@@ -68,19 +69,41 @@ def get_number(res: JsonDict, key: str) -> float | None:
     return float(val)
 
 
-def codings_of(cc: JsonDict | None) -> tuple[Coding, ...]:
-    """The codings (system and code both present) of a CodeableConcept or a Coding."""
+CodingFields = tuple[str, str, str | None]
+
+
+def coding_fields(cc: JsonDict | None) -> list[CodingFields]:
+    """``(system, code, display)`` of the codings that have both system and code.
+
+    Checked like ``codings_of``, without building ``Coding`` objects: for callers
+    that keep one of the codings, or none.
+
+    :raises BadResource: a coding is not an object, or a field is not a string.
+    """
     if cc is None:
-        return ()
+        return []
     raw = [cc] if "code" in cc and "coding" not in cc else get_list(cc, "coding")
-    out: list[Coding] = []
+    out: list[CodingFields] = []
     for c in raw:
         if not isinstance(c, dict):
             raise BadResource("coding is not an object")
-        system, code = get_str(c, "system"), get_str(c, "code")
+        # get_str inlined: this runs for every coding of every resource
+        system, code = c.get("system"), c.get("code")
+        if system is not None and not isinstance(system, str):
+            raise BadResource("system is not a string")
+        if code is not None and not isinstance(code, str):
+            raise BadResource("code is not a string")
         if system and code:
-            out.append(Coding(system, code, get_str(c, "display")))
-    return tuple(out)
+            display = c.get("display")
+            if display is not None and not isinstance(display, str):
+                raise BadResource("display is not a string")
+            out.append((system, code, display))
+    return out
+
+
+def codings_of(cc: JsonDict | None) -> tuple[Coding, ...]:
+    """The codings (system and code both present) of a CodeableConcept or a Coding."""
+    return tuple(starmap(Coding, coding_fields(cc)))
 
 
 def concept_of(cc: JsonDict | None) -> Concept:
@@ -98,11 +121,11 @@ class ParsedTime(NamedTuple):
     no_timezone: bool
 
 
-def parse_time(value: Any, tz: tzinfo) -> ParsedTime | None:
-    """Read a FHIR date, dateTime or instant; None when unreadable or only a year/month.
+TimeFields = tuple[datetime, bool, bool]
 
-    A date is midnight in ``tz`` (``date_only``); a dateTime without an offset
-    is read in ``tz`` (``no_timezone``).
+
+def read_time(value: Any, tz: tzinfo) -> TimeFields | None:
+    """``parse_time`` as a plain ``(time, date_only, no_timezone)`` tuple (half its cost).
 
     :raises BadResource: the value is not a string.
     """
@@ -113,15 +136,36 @@ def parse_time(value: Any, tz: tzinfo) -> ParsedTime | None:
     try:
         if len(value) == 10:
             d = date.fromisoformat(value)
-            return ParsedTime(datetime(d.year, d.month, d.day, tzinfo=tz), True, False)
+            return datetime(d.year, d.month, d.day, tzinfo=tz), True, False
         if len(value) < 10:
             return None
         dt = datetime.fromisoformat(value)
     except ValueError:
         return None
     if dt.tzinfo is None:
-        return ParsedTime(dt.replace(tzinfo=tz), False, True)
-    return ParsedTime(dt, False, False)
+        return dt.replace(tzinfo=tz), False, True
+    return dt, False, False
+
+
+def parse_time(value: Any, tz: tzinfo) -> ParsedTime | None:
+    """Read a FHIR date, dateTime or instant; None when unreadable or only a year/month.
+
+    A date is midnight in ``tz`` (``date_only``); a dateTime without an offset
+    is read in ``tz`` (``no_timezone``).
+
+    :raises BadResource: the value is not a string.
+    """
+    got = read_time(value, tz)
+    return None if got is None else ParsedTime(*got)
+
+
+def time_of(value: Any, tz: tzinfo) -> datetime | None:
+    """The instant of a FHIR date, dateTime or instant (``parse_time(...).time``), or None.
+
+    :raises BadResource: the value is not a string.
+    """
+    got = read_time(value, tz)
+    return None if got is None else got[0]
 
 
 def parse_date(value: Any) -> date | None:
@@ -139,9 +183,7 @@ def period_of(res: JsonDict, key: str, tz: tzinfo) -> tuple[datetime | None, dat
     period = get_dict(res, key)
     if period is None:
         return None, None
-    start = parse_time(period.get("start"), tz)
-    end = parse_time(period.get("end"), tz)
-    return (start.time if start else None), (end.time if end else None)
+    return time_of(period.get("start"), tz), time_of(period.get("end"), tz)
 
 
 def ref_key(reference: str) -> str:
@@ -165,11 +207,12 @@ def name_of(res: JsonDict) -> str:
 class ResourceIndex:
     """Resources by ``Type/id`` and by ``fullUrl``, for resolving references."""
 
-    __slots__ = ("by_key", "by_url")
+    __slots__ = ("_ref_keys", "by_key", "by_url")
 
     def __init__(self) -> None:
         self.by_key: dict[str, JsonDict] = {}
         self.by_url: dict[str, str] = {}
+        self._ref_keys: dict[str, str] = {}  # ref_key of the references seen (most recur)
 
     def add(self, res: JsonDict, full_url: str | None) -> bool:
         """Index a resource; False when one with the same ``Type/id`` was already there."""
@@ -188,9 +231,12 @@ class ResourceIndex:
 
     def key(self, reference: str) -> str:
         """The index key a reference points at (fullUrl mapped to ``Type/id``)."""
-        if reference in self.by_url:
-            return self.by_url[reference]
-        return ref_key(reference)
+        key = self.by_url.get(reference)
+        if key is None:
+            key = self._ref_keys.get(reference)
+            if key is None:
+                key = self._ref_keys[reference] = ref_key(reference)
+        return key
 
     def resolve(self, ref: JsonDict | None, container: JsonDict) -> JsonDict | None:
         """The resource a Reference points at: contained (``#id``) or in the index."""

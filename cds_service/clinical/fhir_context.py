@@ -13,6 +13,7 @@ from cds_service.clinical import model as m
 from cds_service.clinical.fhir_common import (
     JsonDict,
     ResourceIndex,
+    coding_fields,
     codings_of,
     concept_of,
     get_dict,
@@ -20,8 +21,8 @@ from cds_service.clinical.fhir_common import (
     get_list,
     get_str,
     name_of,
-    parse_time,
     period_of,
+    time_of,
 )
 from cds_service.rules.model import Knowledge
 
@@ -133,8 +134,8 @@ def _status_code(res: JsonDict, key: str) -> str | None:
     cc = get_dict(res, key)
     if cc is None:
         return None
-    codes = [c.code for c in codings_of(cc)]
-    return codes[0] if codes else get_str(cc, "text")
+    codings = coding_fields(cc)
+    return codings[0][1] if codings else get_str(cc, "text")
 
 
 def read_condition(cond: JsonDict, tz: tzinfo) -> m.Condition | None:
@@ -144,16 +145,13 @@ def read_condition(cond: JsonDict, tz: tzinfo) -> m.Condition | None:
         return None
     if _status_code(cond, "verificationStatus") in REFUTED_CONDITION:
         return None
-    onset = parse_time(cond.get("onsetDateTime"), tz)
+    onset = time_of(cond.get("onsetDateTime"), tz)
     if onset is None:
         period = get_dict(cond, "onsetPeriod")
-        onset = parse_time(period.get("start"), tz) if period else None
-    recorded = parse_time(cond.get("recordedDate"), tz)
+        onset = time_of(period.get("start"), tz) if period else None
+    recorded = time_of(cond.get("recordedDate"), tz)
     return m.Condition(
-        get_str(cond, "id") or name_of(cond),
-        concept_of(get_dict(cond, "code")),
-        onset.time if onset else None,
-        recorded.time if recorded else None,
+        get_str(cond, "id") or name_of(cond), concept_of(get_dict(cond, "code")), onset, recorded
     )
 
 
@@ -161,9 +159,9 @@ def _performed(res: JsonDict, tz: tzinfo, prefix: str) -> tuple[datetime | None,
     """Start and end: ``<prefix>Period`` start/end, else ``<prefix>DateTime`` for both."""
     start, end = period_of(res, f"{prefix}Period", tz)
     if start is None and end is None:
-        at = parse_time(res.get(f"{prefix}DateTime"), tz)
+        at = time_of(res.get(f"{prefix}DateTime"), tz)
         if at is not None:
-            return at.time, at.time
+            return at, at
     return start, end
 
 
@@ -233,8 +231,7 @@ def read_medication(
     if rtype == "MedicationRequest":
         if (draft and status in DROPPED_DRAFT) or (not draft and status != "active"):
             return None
-        at = parse_time(res.get("authoredOn"), tz)
-        authored = at.time if at else None
+        authored = time_of(res.get("authoredOn"), tz)
     elif rtype == "MedicationStatement":
         if status != "active":
             return None

@@ -7,6 +7,7 @@ canonical unit of its quantity before any comparison.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
@@ -16,14 +17,14 @@ from cds_service.clinical.fhir_common import (
     BadResource,
     JsonDict,
     ResourceIndex,
-    codings_of,
+    coding_fields,
     concept_of,
     get_dict,
     get_dicts,
     get_number,
     get_str,
     name_of,
-    parse_time,
+    read_time,
 )
 from cds_service.clinical.terminology import code_key, system_key
 from cds_service.clinical.units import Quantity, UnknownUnit
@@ -44,6 +45,16 @@ LAB_SETS: dict[str, tuple[str | None, str]] = {
 }
 NON_SERUM_SPECIMEN = "non-serum-specimen"
 FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
+# LabResult.time_flags by (time taken from ``issued``, dateTime sent without an offset)
+_TIME_FLAGS = {
+    (False, False): frozenset(),
+    (True, False): frozenset({"issued"}),
+    (False, True): frozenset({"no-timezone"}),
+    (True, True): frozenset({"issued", "no-timezone"}),
+}
+
+#: Plausibility bounds in the canonical unit of their quantity: gt, ge, lt, le.
+Limits = tuple[float | None, float | None, float | None, float | None]
 
 
 @dataclass(frozen=True)
@@ -52,9 +63,13 @@ class LabTable:
 
     knowledge: Knowledge
     exact: dict[tuple[str, str], str]
+    #: (system, code) as sent -> value set: the site's lab codes, and the ``exact`` codes
+    #: that normalise to themselves (one look-up for the usual LOINC coding).
+    direct: dict[tuple[str, str], str]
     ranged: tuple[str, ...]
     quantities: dict[str, Quantity]
     plausible: dict[str, Bounds]
+    limits: dict[str, Limits]
 
 
 _TABLES: dict[int, LabTable] = {}
@@ -75,6 +90,10 @@ def lab_table(knowledge: Knowledge) -> LabTable:
             exact.setdefault(key, set_id)
         if vs.ranges:
             ranged.append(set_id)
+    direct = {key: set_id for key, set_id in exact.items() if _match_key(*key) == key}
+    for key, local in knowledge.site.lab_codes.items():
+        if local.value_set in LAB_SETS:
+            direct[key] = local.value_set  # a site code wins
     quantities = {
         q: knowledge.units[q] for _, q in LAB_SETS.values() if q in knowledge.units.quantities
     }
@@ -83,20 +102,45 @@ def lab_table(knowledge: Knowledge) -> LabTable:
     extra: Any = getattr(knowledge, "plausible_limits", None) or {}
     plausible: dict[str, Bounds] = {str(k): v for k, v in dict(extra).items()}
     plausible["magnesium"] = knowledge.plausible
-    table = LabTable(knowledge, exact, tuple(ranged), quantities, plausible)
+    limits: dict[str, Limits] = {}
+    for qname, bounds in plausible.items():
+        if qname in quantities:
+            with suppress(UnknownUnit):  # then each result is reported unreadable, as before
+                limits[qname] = _canonical_limits(bounds, quantities[qname])
+    table = LabTable(knowledge, exact, direct, tuple(ranged), quantities, plausible, limits)
     if len(_TABLES) > 8:
         _TABLES.clear()
     _TABLES[id(knowledge)] = table
     return table
 
 
+def _match_key(system: str, code: str) -> tuple[str, str]:
+    """The key under which value sets index a code."""
+    return system_key(system), code_key(system, code)
+
+
+def _lab_set(system: str, code: str, table: LabTable) -> str | None:
+    """The lab value set of one code (a site code first), or None."""
+    set_id = table.direct.get((system, code))
+    if set_id is None:
+        set_id = table.exact.get(_match_key(system, code))
+    if set_id is None and table.ranged:
+        set_id = table.knowledge.valuesets.classify(m.Coding(system, code), table.ranged)
+    return set_id
+
+
 def _classify(obs: JsonDict, table: LabTable) -> tuple[str, m.Coding] | None:
     """The value set of the first coding that has one (site codes first), and the coding.
 
+    Every coding is checked first (a wrongly typed one makes the resource unreadable).
     A site code's documented unit is not used for a result sent without one:
     that result stays "unit uncertain" (evidence.md §1).
     """
-    return classify_codings(codings_of(get_dict(obs, "code")), table)
+    for system, code, display in coding_fields(get_dict(obs, "code")):
+        set_id = _lab_set(system, code, table)
+        if set_id is not None:
+            return set_id, m.Coding(system, code, display)
+    return None
 
 
 def classify_codings(codings: tuple[m.Coding, ...], table: LabTable) -> tuple[str, m.Coding] | None:
@@ -104,30 +148,33 @@ def classify_codings(codings: tuple[m.Coding, ...], table: LabTable) -> tuple[st
 
     Shared by the FHIR reader and the HL7 v2 cheap scan (OBX-3).
     """
-    site = table.knowledge.site.lab_codes
     for c in codings:
-        local = site.get((c.system, c.code))
-        if local is not None and local.value_set in LAB_SETS:
-            return local.value_set, c
-        set_id = table.exact.get((system_key(c.system), code_key(c.system, c.code)))
-        if set_id is None and table.ranged:
-            set_id = table.knowledge.valuesets.classify(c, table.ranged)
+        set_id = _lab_set(c.system, c.code, table)
         if set_id is not None:
             return set_id, c
     return None
 
 
-def _within(value: float, bounds: Bounds, quantity: Quantity) -> bool:
-    """Whether a canonical value lies within bounds given in any unit of the quantity."""
+def _canonical_limits(bounds: Bounds, quantity: Quantity) -> Limits:
+    """Bounds given in any unit of the quantity, in its canonical unit.
 
-    def conv(b: float) -> float:
-        return quantity.to_canonical(b, bounds.unit)
+    :raises UnknownUnit: the bounds' unit is not a unit of the quantity.
+    """
 
+    def conv(b: float | None) -> float | None:
+        return None if b is None else quantity.to_canonical(b, bounds.unit)
+
+    return conv(bounds.gt), conv(bounds.ge), conv(bounds.lt), conv(bounds.le)
+
+
+def _within(value: float, limits: Limits) -> bool:
+    """Whether a canonical value lies within canonical limits."""
+    gt, ge, lt, le = limits
     return not (
-        (bounds.gt is not None and not value > conv(bounds.gt))
-        or (bounds.ge is not None and not value >= conv(bounds.ge))
-        or (bounds.lt is not None and not value < conv(bounds.lt))
-        or (bounds.le is not None and not value <= conv(bounds.le))
+        (gt is not None and not value > gt)
+        or (ge is not None and not value >= ge)
+        or (lt is not None and not value < lt)
+        or (le is not None and not value <= le)
     )
 
 
@@ -151,7 +198,8 @@ def _reference_range(obs: JsonDict) -> str | None:
 
 def _specimen(obs: JsonDict, index: ResourceIndex, table: LabTable) -> tuple[str | None, bool]:
     """The specimen type's name and whether it is in the non-serum-specimen set."""
-    spec = index.resolve(get_dict(obs, "specimen"), obs)
+    ref = get_dict(obs, "specimen")
+    spec = index.resolve(ref, obs) if ref is not None else None
     if spec is None:
         return None, False
     concept = concept_of(get_dict(spec, "type"))
@@ -166,20 +214,16 @@ def _specimen(obs: JsonDict, index: ResourceIndex, table: LabTable) -> tuple[str
 def _time(obs: JsonDict, tz: tzinfo) -> tuple[datetime | None, str, frozenset[str], bool]:
     """Result time: effective[DateTime|Instant], else effectivePeriod.start, else issued."""
     source = "effective"
-    parsed = parse_time(obs.get("effectiveDateTime") or obs.get("effectiveInstant"), tz)
+    parsed = read_time(obs.get("effectiveDateTime") or obs.get("effectiveInstant"), tz)
     if parsed is None:
         period = get_dict(obs, "effectivePeriod")
-        parsed = parse_time(period.get("start"), tz) if period else None
+        parsed = read_time(period.get("start"), tz) if period else None
     if parsed is None:
-        parsed, source = parse_time(obs.get("issued"), tz), "issued"
+        parsed, source = read_time(obs.get("issued"), tz), "issued"
     if parsed is None:
         return None, source, frozenset(), False
-    flags = set()
-    if source == "issued":
-        flags.add("issued")
-    if parsed.no_timezone:
-        flags.add("no-timezone")
-    return parsed.time, source, frozenset(flags), parsed.date_only
+    time, date_only, no_timezone = parsed
+    return time, source, _TIME_FLAGS[source == "issued", no_timezone], date_only
 
 
 def _non_numeric_text(obs: JsonDict) -> str | None:
@@ -214,14 +258,18 @@ def read_observation(
     vq = get_dict(obs, "valueQuantity")
     if vq is None and "valueInteger" in obs:
         vq = {"value": obs["valueInteger"]}
-    value = get_number(vq, "value") if vq else None
-    comparator = get_str(vq, "comparator") if vq else None
-    units_sent = [u for u in ((get_str(vq, "unit"), get_str(vq, "code")) if vq else ()) if u]
+    value: float | None = None
+    comparator: str | None = None
+    units_sent: list[str] = []
+    if vq:
+        value, comparator = get_number(vq, "value"), get_str(vq, "comparator")
+        units_sent = list(filter(None, (get_str(vq, "unit"), get_str(vq, "code"))))
     shown_kind = kind if kind is not None else set_id
-
-    sent = f"{comparator or ''}{value:g}" if value is not None else _non_numeric_text(obs)
+    # what was sent instead of a number is read here, before the checks below (it may raise)
+    non_numeric = _non_numeric_text(obs) if value is None else None
 
     def excluded(code: str, reason: str) -> m.Excluded:
+        sent = f"{comparator or ''}{value:g}" if value is not None else non_numeric
         unit = units_sent[0] if units_sent else None
         return m.Excluded(name, code, reason, shown_kind, sent, unit, time)
 
@@ -236,16 +284,19 @@ def read_observation(
     if time is None:
         return excluded(m.NO_TIME, "no effective or issued time")
     if value is None:
-        return excluded(m.NON_NUMERIC, "no numeric value" if sent is None else "not a number")
+        return excluded(
+            m.NON_NUMERIC, "no numeric value" if non_numeric is None else "not a number"
+        )
     quantity = table.quantities.get(qname)
     if quantity is None:
         return excluded(m.UNKNOWN_UNIT, f"no unit table for {qname}")
     if not units_sent:
         return excluded(m.UNIT_UNCERTAIN, "no unit sent")
-    known = {quantity.preferred[u.strip()] for u in units_sent if u.strip() in quantity.preferred}
+    preferred = quantity.preferred
+    known = {preferred[u] for u in map(str.strip, units_sent) if u in preferred}
     if not known:
         return excluded(m.UNKNOWN_UNIT, f"unit {units_sent[0]!r} is not a unit of {qname}")
-    if len({quantity.factors[u] for u in known}) > 1:
+    if len(known) > 1 and len({quantity.factors[u] for u in known}) > 1:
         return excluded(m.UNIT_UNCERTAIN, f"unit text and code disagree ({', '.join(units_sent)})")
     unit = next(iter(known))
     try:
@@ -253,26 +304,31 @@ def read_observation(
     except UnknownUnit:  # pragma: no cover - known was checked above
         return excluded(m.UNKNOWN_UNIT, f"unit {unit!r} is not a unit of {qname}")
     bounds = table.plausible.get(qname)
-    if bounds is not None and not _within(canonical, bounds, quantity):
-        return excluded(
-            m.IMPLAUSIBLE, f"{canonical:.4g} {quantity.canonical} is outside {bounds.describe()}"
-        )
+    if bounds is not None:
+        # the table lacks limits only when the bounds' unit is unknown: that raises here, as before
+        limits = table.limits.get(qname) or _canonical_limits(bounds, quantity)
+        if not _within(canonical, limits):
+            return excluded(
+                m.IMPLAUSIBLE,
+                f"{canonical:.4g} {quantity.canonical} is outside {bounds.describe()}",
+            )
+    # positional, in field order: keywords make this call a third slower (one per result)
     return m.LabResult(
-        id=name,
-        kind=kind,
-        value=canonical,
-        unit=quantity.canonical,
-        time=time,
-        code=coding,
-        original_value=value,
-        original_unit=unit,
-        comparator=comparator,
-        status=status,
-        time_source=source,
-        time_flags=flags,
-        date_only=date_only,
-        reference_range=_reference_range(obs),
-        specimen=specimen,
+        name,  # id
+        kind,
+        canonical,  # value
+        quantity.canonical,  # unit
+        time,
+        coding,  # code
+        value,  # original_value
+        unit,  # original_unit
+        comparator,
+        status,
+        source,  # time_source
+        flags,  # time_flags
+        date_only,
+        _reference_range(obs),
+        specimen,
     )
 
 
