@@ -12,12 +12,12 @@ within the episode window.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from statistics import median
-from typing import Any
+from typing import Any, NamedTuple
 
 from cds_service.clinical.model import Condition, LabResult
 from cds_service.clinical.units import Quantity
@@ -47,9 +47,8 @@ class AkiStatus:
     nhs_criteria: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class _Eval:
-    """One creatinine judged against the values before it."""
+class _Eval(NamedTuple):
+    """One creatinine judged against the values before it (a tuple: made for every value)."""
 
     result: LabResult
     stage: int
@@ -106,6 +105,29 @@ class _Params:
         self.n_abs_text = f"creatinine>{a['value']:g} {a.get('unit', params['unit'])}"
 
 
+class AkiCriteria:
+    """aki.yaml compiled once: the episode window, and the thresholds per series unit."""
+
+    def __init__(self, params: dict[str, Any], units: Quantity | None = None) -> None:
+        self.params = params
+        self.units = units
+        self.episode = parse_duration(params["kdigo"]["episode_window"])
+        self._in_unit: dict[str, _Params] = {}
+
+    def in_unit(self, unit: str) -> _Params:
+        """The criteria with thresholds in the series' unit (memoised).
+
+        :raises ValueError: a threshold needs conversion and there is no unit table.
+        """
+        try:
+            return self._in_unit[unit]
+        except KeyError:
+            pass
+        found = _Params(self.params, unit, self.units)
+        self._in_unit[unit] = found
+        return found
+
+
 def _stages(raw: list[dict[str, Any]]) -> tuple[tuple[int, float, float | None], ...]:
     return tuple(
         (
@@ -130,32 +152,50 @@ def _ratio_stage(
     return best, text
 
 
-def _window(
-    prior: Sequence[LabResult], t: datetime, start: timedelta, end: timedelta
-) -> list[float]:
-    """Values in [t - end, t - start] (date-only ones only when the window spans >= 7 days)."""
-    lo, hi = t - end, t - start
-    wide = end - start >= _DATE_ONLY_MIN
-    return [r.value for r in prior if lo <= r.time <= hi and (wide or not r.date_only)]
+class _Prior:
+    """The values before one creatinine at ``t``: ``series[:n]`` of a series in time order."""
+
+    def __init__(
+        self, series: Sequence[LabResult], times: Sequence[datetime], n: int, t: datetime
+    ) -> None:
+        self.series, self.times, self.n, self.t = series, times, n, t
+        self._windows: dict[tuple[timedelta, timedelta], list[float]] = {}
+
+    def window(self, start: timedelta, end: timedelta) -> list[float]:
+        """Values in [t - end, t - start] (date-only ones only when the window spans >= 7 days).
+
+        KDIGO and NHS share windows: each is read once.
+        """
+        found = self._windows.get((start, end))
+        if found is None:
+            lo = bisect_left(self.times, self.t - end, 0, self.n)
+            hi = bisect_right(self.times, self.t - start, 0, self.n)
+            wide = end - start >= _DATE_ONLY_MIN
+            found = [r.value for r in self.series[lo:hi] if wide or not r.date_only]
+            self._windows[(start, end)] = found
+        return found
 
 
-def _evaluate(series: Sequence[LabResult], i: int, p: _Params) -> _Eval:
-    """KDIGO and NHS criteria for series[i] against the values before it."""
+def _evaluate(series: Sequence[LabResult], times: Sequence[datetime], i: int, p: _Params) -> _Eval:
+    """KDIGO and NHS criteria for series[i] against the values before it.
+
+    ``series`` is in time order and ``times`` are its times.
+    """
     cur = series[i]
     t, c = cur.time, cur.value
-    prior = [r for r in series[:i] if r.time < t]
+    prior = _Prior(series, times, bisect_left(times, t, 0, i), t)  # the values before t
     zero = timedelta(0)
-    recent = _window(prior, t, zero, p.k_recent)
+    recent = prior.window(zero, p.k_recent)
     baseline: float | None = None
     kind: str | None = None
     if recent:
         baseline, kind = min(recent), "lowest-7d"
     else:
-        hist = _window(prior, t, *p.k_hist)
+        hist = prior.window(*p.k_hist)
         if hist:
             baseline, kind = median(hist), "median-8-365d"
     ratio = c / baseline if baseline else None
-    near = [] if cur.date_only else _window(prior, t, zero, p.rise_within)
+    near = [] if cur.date_only else prior.window(zero, p.rise_within)
     rise = c - min(near) if near else None
     stage, text = _ratio_stage(ratio, p.k_stages)
     criteria = [text] if text else []
@@ -166,13 +206,13 @@ def _evaluate(series: Sequence[LabResult], i: int, p: _Params) -> _Eval:
         stage = 3
         criteria.append(p.k_abs_text)
     # NHS England: the higher of the ratios to RV1 (lowest 0-7 d) and RV2 (median 8-365 d)
-    rv1 = _window(prior, t, zero, p.n_recent)
-    rv2 = _window(prior, t, *p.n_hist)
+    rv1 = prior.window(zero, p.n_recent)
+    rv2 = prior.window(*p.n_hist)
     refs = [x for x in (min(rv1) if rv1 else None, median(rv2) if rv2 else None) if x]
     n_ratio = max(c / x for x in refs) if refs else None
     n_stage, n_text = _ratio_stage(n_ratio, p.n_stages)
     n_criteria = [n_text] if n_text else []
-    d_near = [] if cur.date_only else _window(prior, t, zero, p.diff_within)
+    d_near = [] if cur.date_only else prior.window(zero, p.diff_within)
     if n_stage == 0 and d_near and c - min(d_near) > p.diff:
         n_stage = 1
         n_criteria.append(p.diff_text)
@@ -196,7 +236,7 @@ def _evaluate(series: Sequence[LabResult], i: int, p: _Params) -> _Eval:
 def assess_aki(
     creatinine: Sequence[LabResult],
     now: datetime,
-    params: dict[str, Any],
+    params: dict[str, Any] | AkiCriteria,
     *,
     coded_aki: Sequence[Condition] = (),
     dialysis_started: datetime | None = None,
@@ -204,23 +244,26 @@ def assess_aki(
 ) -> AkiStatus:
     """KDIGO/NHS AKI status at ``now`` from creatinine (canonical unit), coded AKI and dialysis.
 
-    ``units`` (the creatinine Quantity) converts thresholds given in another
-    unit than the series' (the NHS µmol/L ones).
+    ``params`` is aki.yaml, or its compiled form (``Knowledge.aki_criteria``, which
+    has its own unit table). ``units`` (the creatinine Quantity) converts thresholds
+    given in another unit than the series' (the NHS µmol/L ones).
 
     :raises ValueError: a threshold needs conversion and ``units`` is None.
     """
+    criteria = params if isinstance(params, AkiCriteria) else AkiCriteria(params, units)
     series = sorted((r for r in creatinine if r.time <= now), key=lambda r: r.time)
     coded_times = [c.onset for c in coded_aki]
     coded_onset = max((x for x in coded_times if x is not None and x <= now), default=None)
     status = AkiStatus(coded=bool(coded_aki), present=bool(coded_aki), onset=coded_onset)
-    episode = parse_duration(params["kdigo"]["episode_window"])
+    episode = criteria.episode
     dialysis = dialysis_started is not None and now - episode <= dialysis_started <= now
     if series:
-        p = _Params(params, series[-1].unit, units)
-        first = bisect_left([r.time for r in series], now - p.episode)
-        evals = [_evaluate(series, i, p) for i in range(first, len(series))]
+        p = criteria.in_unit(series[-1].unit)
+        times = [r.time for r in series]
+        first = bisect_left(times, now - p.episode)
+        evals = [_evaluate(series, times, i, p) for i in range(first, len(series))]
         if not evals:  # nothing in the episode window: describe the newest value only
-            evals = [_evaluate(series, len(series) - 1, p)]
+            evals = [_evaluate(series, times, len(series) - 1, p)]
         meeting = [e for e in evals if e.stage >= 1]
         peak = max(reversed(evals), key=lambda e: e.stage)  # highest stage, latest on ties
         nhs = max(reversed(evals), key=lambda e: e.nhs_stage)

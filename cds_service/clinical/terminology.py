@@ -6,8 +6,10 @@ ingredient names matched in text); the site mapping adds local codes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Generic, TypeVar
 
 from cds_service.clinical.model import Coding, Concept
 
@@ -76,8 +78,46 @@ class ValueSet:
         return any(name in low for name in self.text_match)
 
 
-#: concept_match results kept per ValueSets (cleared when full): value sets are immutable and
-#: the same codes recur in every request (conditions, medications, procedures).
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """Every value set one concept is in: by code, and by an ingredient name in its text."""
+
+    code: frozenset[str]
+    text: frozenset[str]
+
+
+class _Index:
+    """The value sets inverted: set ids by exact code, ranges by system, the sets with names."""
+
+    def __init__(self, sets: dict[str, ValueSet]) -> None:
+        self.codes: dict[tuple[str, str], list[str]] = {}
+        self.ranges: dict[str, list[tuple[CodeRange, str]]] = {}
+        self.named: list[tuple[ValueSet, str]] = []
+        for set_id, vs in sets.items():
+            for key in vs.codes:
+                self.codes.setdefault(key, []).append(set_id)
+            for r in vs.ranges:
+                self.ranges.setdefault(r.system, []).append((r, set_id))
+            if vs.text_match:
+                self.named.append((vs, set_id))
+
+    def membership(self, concept: Concept) -> Membership:
+        """The sets whose codes or ranges hold a coding, and those whose names are in a text."""
+        code: set[str] = set()
+        for coding in concept.codings:
+            system = system_key(coding.system)
+            key = code_key(coding.system, coding.code)
+            code.update(self.codes.get((system, key), ()))
+            code.update(set_id for r, set_id in self.ranges.get(system, ()) if r.contains(key))
+        texts = [concept.text, *(c.display for c in concept.codings)]
+        text = frozenset(
+            set_id for vs, set_id in self.named if any(vs.match_text(t) for t in texts)
+        )
+        return Membership(frozenset(code), text)
+
+
+#: concept_match and membership results kept per ValueSets (each cleared when full): value
+#: sets are immutable and the same codes recur in every request (conditions, medications...).
 MATCH_CACHE_SIZE = 16384
 
 
@@ -87,6 +127,9 @@ class ValueSets:
 
     sets: dict[str, ValueSet]
     _matches: dict[tuple[Concept, tuple[str, ...]], str | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _memberships: dict[Concept, Membership] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -121,6 +164,22 @@ class ValueSets:
         self._matches[key] = found
         return found
 
+    def membership(self, concept: Concept) -> Membership:
+        """Every set the concept is in (memoised like ``concept_match``)."""
+        try:
+            return self._memberships[concept]
+        except KeyError:
+            pass
+        found = self._index.membership(concept)
+        if len(self._memberships) >= MATCH_CACHE_SIZE:
+            self._memberships.clear()
+        self._memberships[concept] = found
+        return found
+
+    @cached_property
+    def _index(self) -> _Index:
+        return _Index(self.sets)
+
     def _concept_match(self, concept: Concept, set_ids: tuple[str, ...]) -> str | None:
         sets = [self.sets[s] for s in set_ids]
         for coding in concept.codings:
@@ -138,3 +197,42 @@ class ValueSets:
             if self.sets[set_id].match_coding(coding):
                 return set_id
         return None
+
+
+T = TypeVar("T")
+
+
+class ItemsBySet(Generic[T]):
+    """Items (conditions, orders...) indexed by the value sets their concepts are in.
+
+    For known set ids, ``matches`` answers what ``ValueSets.concept_match`` answers
+    for each item, with one membership look-up per item instead of one per question.
+    """
+
+    def __init__(self, valuesets: ValueSets, items: Iterable[tuple[T, Concept]]) -> None:
+        self._items: list[tuple[T, Membership]] = []
+        self._by_set: dict[str, list[int]] = {}
+        for i, (item, concept) in enumerate(items):
+            sets = valuesets.membership(concept)
+            self._items.append((item, sets))
+            for set_id in sets.code | sets.text:
+                self._by_set.setdefault(set_id, []).append(i)
+
+    def _positions(self, set_ids: Iterable[str]) -> list[int]:
+        """Positions of the items in any of the sets, in order (do not modify)."""
+        found = [self._by_set[set_id] for set_id in set_ids if set_id in self._by_set]
+        if len(found) > 1:
+            return sorted(set().union(*found))
+        return found[0] if found else []
+
+    def items_in(self, set_ids: Iterable[str]) -> list[T]:
+        """The items in any of the sets, in order."""
+        return [self._items[i][0] for i in self._positions(set_ids)]
+
+    def matches(self, set_ids: Collection[str]) -> list[tuple[T, str]]:
+        """The items in any of the sets, in order, with how: ``"code"``, else ``"text"``."""
+        out = []
+        for i in self._positions(set_ids):
+            item, sets = self._items[i]
+            out.append((item, "text" if sets.code.isdisjoint(set_ids) else "code"))
+        return out

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cds_service.clinical import model as m
 from cds_service.clinical.aki import AkiStatus, assess_aki
+from cds_service.clinical.terminology import ItemsBySet
 from cds_service.rules.model import Bounds, Knowledge
+
+AKI_SET = "aki"  # coded AKI diagnoses (value set ids the loader requires)
+DIALYSIS_SET = "dialysis"  # dialysis procedures: the AKI assessment's dialysis criterion
+
+if TYPE_CHECKING:
+    from cds_service.rules.measures import MeasureResult
 
 DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
@@ -24,13 +32,6 @@ SERIES_QUANTITY = {
     m.EGFR: "egfr",
     m.WEIGHT: "weight",
 }
-
-
-def usable_in_window(result: m.LabResult, start: datetime, end: datetime) -> bool:
-    """Whether a result lies in the closed window (date-only results need >= 7 days)."""
-    if result.date_only and end - start < WEEK:
-        return False
-    return start <= result.time <= end
 
 
 # Relative tolerance of every threshold comparison. A value exactly at a boundary but
@@ -79,6 +80,15 @@ class EvalContext:
     now: datetime
     knowledge: Knowledge
     _cache: dict[str, Any] = field(default_factory=dict)
+    # Work done at most once per evaluation: the usable results per window and the times of
+    # each series (``results``), the value of each measure per anchor (rules/measures.py),
+    # and the exact age in months per time (the ``age`` fact).
+    _results: dict[tuple[str, datetime, datetime], tuple[m.LabResult, ...]] = field(
+        default_factory=dict
+    )
+    _times: dict[str, list[datetime] | None] = field(default_factory=dict)
+    measured: dict[tuple[str, datetime], MeasureResult | None] = field(default_factory=dict)
+    ages: dict[datetime, float] = field(default_factory=dict)
 
     def convert(self, series: str, value: float, unit: str) -> float:
         """Convert a canonical value of a series into ``unit``."""
@@ -89,10 +99,30 @@ class EvalContext:
         in_unit = self.convert(result.kind, result.value, bounds.unit)
         return satisfies(result.comparator, bounds, in_unit)
 
-    def results(self, kind: str, start: datetime, end: datetime) -> list[m.LabResult]:
-        """Usable results of a kind in [start, end], clipped at now, oldest first."""
+    def results(self, kind: str, start: datetime, end: datetime) -> tuple[m.LabResult, ...]:
+        """Usable results of a kind in [start, end], clipped at now, oldest first.
+
+        Date-only results count only in windows of 7 days or longer.
+        """
         end = min(end, self.now)
-        return [r for r in self.snapshot.series(kind) if usable_in_window(r, start, end)]
+        key = (kind, start, end)
+        if key not in self._results:
+            series = self.snapshot.series(kind)
+            times = self._sorted_times(kind)
+            if times is not None:  # only the results timed in [start, end] can be usable
+                series = series[bisect_left(times, start) : bisect_right(times, end)]
+            dates = end - start >= WEEK
+            self._results[key] = tuple(
+                [r for r in series if start <= r.time <= end and (dates or not r.date_only)]
+            )
+        return self._results[key]
+
+    def _sorted_times(self, kind: str) -> list[datetime] | None:
+        """The result times of a series in time order (as extraction builds it), else None."""
+        if kind not in self._times:
+            times = [r.time for r in self.snapshot.series(kind)]
+            self._times[kind] = times if times == sorted(times) else None
+        return self._times[kind]
 
     def latest(self, kind: str, within: timedelta) -> m.LabResult | None:
         """The newest usable result of a kind in [now - within, now]."""
@@ -103,6 +133,27 @@ class EvalContext:
     def encounter(self) -> m.Encounter | None:
         """The current encounter."""
         return self.snapshot.current_encounter
+
+    @cached_property
+    def icu_stay(self) -> m.IcuStay | None:
+        """The latest ICU stay started by now that is ongoing or in the current encounter."""
+        enc = self.encounter
+        best: m.IcuStay | None = None
+        for stay in self.snapshot.icu_stays:
+            if stay.start > self.now:
+                continue
+            ongoing = stay.end is None or stay.end >= self.now
+            in_encounter = enc is not None and (
+                stay.encounter_id == enc.id
+                or (
+                    enc.start is not None
+                    and enc.start <= stay.start
+                    and (enc.end is None or stay.start <= enc.end)
+                )
+            )
+            if (ongoing or in_encounter) and (best is None or stay.start > best.start):
+                best = stay
+        return best
 
     @cached_property
     def admission(self) -> datetime | None:
@@ -131,54 +182,53 @@ class EvalContext:
                 out.append(cond)
         return tuple(out)
 
+    @cached_property
+    def _conditions_by_set(self) -> ItemsBySet[m.Condition]:
+        return ItemsBySet(self.knowledge.valuesets, ((c, c.concept) for c in self.conditions))
+
     def condition_matches(self, set_ids: Iterable[str]) -> list[m.Condition]:
         """Counting conditions in any of the value sets."""
-        vs = self.knowledge.valuesets
-        ids = tuple(set_ids)
-        return [c for c in self.conditions if vs.concept_match(c.concept, ids)]
+        return self._conditions_by_set.items_in(set_ids)
 
     @cached_property
-    def active_medications(self) -> tuple[m.Medication, ...]:
-        """Medications that count now: active orders/statements, draft orders, recent doses."""
-        out = []
-        for med in self.snapshot.medications:
-            if med.draft:
-                out.append(med)
-            elif med.source == "MedicationAdministration":
-                if med.time is not None and self.now - DAY <= med.time <= self.now:
-                    out.append(med)
-            elif med.status == "active" and (med.authored is None or med.authored <= self.now):
-                out.append(med)
-        return tuple(out)
+    def procedures_by_set(self) -> ItemsBySet[m.Procedure]:
+        """Every procedure of the snapshot, by the value sets it is in."""
+        procedures = self.snapshot.procedures
+        return ItemsBySet(self.knowledge.valuesets, ((p, p.concept) for p in procedures))
 
-    def medication_matches(self, set_ids: Iterable[str]) -> list[tuple[m.Medication, str]]:
+    @cached_property
+    def medications_by_set(self) -> ItemsBySet[m.Medication]:
+        """Every medication of the snapshot, by the value sets it is in."""
+        medications = self.snapshot.medications
+        return ItemsBySet(self.knowledge.valuesets, ((x, x.concept) for x in medications))
+
+    def _counts_now(self, med: m.Medication) -> bool:
+        """Whether a medication counts now: active order/statement, draft order, recent dose."""
+        if med.draft:
+            return True
+        if med.source == "MedicationAdministration":
+            return med.time is not None and self.now - DAY <= med.time <= self.now
+        return med.status == "active" and (med.authored is None or med.authored <= self.now)
+
+    def medication_matches(self, set_ids: Collection[str]) -> list[tuple[m.Medication, str]]:
         """Counting medications in any of the sets, with how they matched (code/text)."""
-        vs = self.knowledge.valuesets
-        ids = tuple(set_ids)
-        out = []
-        for med in self.active_medications:
-            how = vs.concept_match(med.concept, ids)
-            if how:
-                out.append((med, how))
-        return out
+        found = self.medications_by_set.matches(set_ids)
+        return [(med, how) for med, how in found if self._counts_now(med)]
 
     @cached_property
     def aki(self) -> AkiStatus:
         """KDIGO/NHS AKI status at now."""
-        coded = tuple(self.condition_matches(["aki"]))
+        coded = tuple(self.condition_matches((AKI_SET,)))
         dialysis = [
             p.start or p.end
-            for p in self.snapshot.procedures
-            if not p.planned
-            and (p.start or p.end) is not None
-            and self.knowledge.valuesets.concept_match(p.concept, ["dialysis"])
+            for p in self.procedures_by_set.items_in((DIALYSIS_SET,))
+            if not p.planned and (p.start or p.end) is not None
         ]
         started = max((d for d in dialysis if d is not None and d <= self.now), default=None)
         return assess_aki(
             self.snapshot.creatinine,
             self.now,
-            self.knowledge.aki,
+            self.knowledge.aki_criteria,
             coded_aki=coded,
             dialysis_started=started,
-            units=self.knowledge.units["creatinine"],
         )

@@ -15,6 +15,8 @@ from cds_service.rules.measures import compute
 from cds_service.rules.model import INDICATOR_ORDER, Advice, Finding, Knowledge, Rule, Threshold
 from cds_service.rules.triggers import TRIGGERS
 
+_OBSTETRIC = F.compile_fact(("obstetric", None))
+
 
 def evaluate(knowledge: Knowledge, snapshot: m.ClinicalSnapshot, now: datetime) -> list[Advice]:
     """Every piece of advice the rules give for this snapshot at ``now`` (one per direction)."""
@@ -22,7 +24,7 @@ def evaluate(knowledge: Knowledge, snapshot: m.ClinicalSnapshot, now: datetime) 
         raise ValueError("now must be timezone-aware")
     ctx = EvalContext(snapshot, now, knowledge)
     ctx._cache["gate"] = gate(ctx)
-    obstetric = F.evaluate_fact(("obstetric", None), ctx, {}) is not None
+    obstetric = _OBSTETRIC.evaluate(ctx, {}) is not None
     findings: list[Finding] = []
     for rule in knowledge.rules:
         if rule.id in knowledge.site.disabled_rules or rule.fallback:
@@ -48,7 +50,7 @@ def gate(ctx: EvalContext) -> dict[str, F.Bindings]:
     """The safety-gate conditions that hold, with what made them hold (gate.yaml order)."""
     held: dict[str, F.Bindings] = {}
     for cond in ctx.knowledge.gate:
-        found = F.evaluate_fact(cond.fact, ctx, {})
+        found = cond.term.evaluate(ctx, {})
         if found is not None:
             held[cond.id] = found
     return held
@@ -56,15 +58,14 @@ def gate(ctx: EvalContext) -> dict[str, F.Bindings]:
 
 def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
     if rule.trigger is not None:
-        name, params = rule.trigger
-        return TRIGGERS[name].run(rule, params, ctx)
+        return TRIGGERS[rule.trigger[0]].run(rule, rule.trigger_args, ctx)
     bindings: F.Bindings = {}
     ages = []
-    for fact in rule.population:
-        if fact[0] == "age":
-            ages.append(fact)
+    for term in rule.terms:
+        if term.fact[0] == "age":
+            ages.append(term)
             continue
-        found = F.evaluate_fact(fact, ctx, bindings)
+        found = term.evaluate(ctx, bindings)
         if found is None:
             return []
         bindings.update(found)
@@ -75,8 +76,8 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
             return []
         bindings["sample_time"] = result.value.time
         bindings["measure_n"] = result.n
-    for fact in ages:
-        found = F.evaluate_fact(fact, ctx, bindings)
+    for term in ages:
+        found = term.evaluate(ctx, bindings)
         if found is None:
             return []
         bindings.update(found)

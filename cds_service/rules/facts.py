@@ -1,18 +1,19 @@
 """The closed fact vocabulary of rule populations, gate conditions and trigger contexts.
 
 Each fact has a validator (used by the loader: unknown facts or bad parameters
-stop start-up) and an evaluator (pure: it reads the ``EvalContext``). An
-evaluator returns ``None`` when the fact does not hold, else a dict of
-bindings (the ICU stay, procedure, drugs... that made it hold) which measures
-and card text use.
+stop start-up), a parser (run once by the loader after the validator: durations,
+bounds and set ids parsed for evaluation, see ``compile_fact``) and an evaluator
+(pure: it reads the ``EvalContext``). An evaluator returns ``None`` when the fact
+does not hold, else a dict of bindings (the ICU stay, procedure, drugs... that
+made it hold) which measures and card text use.
 """
 
 from __future__ import annotations
 
 import calendar
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from cds_service.clinical import model as m
@@ -25,6 +26,7 @@ LAB_KINDS = (m.SERUM_MG, m.IONIZED_MG, m.CREATININE, m.ALBUMIN, m.EGFR, m.WEIGHT
 ENCOUNTER_CLASSES = ("inpatient", "emergency", "ambulatory", "other")
 PROCEDURE_STATES = ("performed", "in-progress", "planned")
 BOUND_KEYS = ("lt", "le", "gt", "ge")
+PRE_ECLAMPSIA_SET = "pre-eclampsia"  # the obstetric fact (a value set id the loader requires)
 
 
 class FactError(ValueError):
@@ -93,37 +95,57 @@ def check_fact(fact: Fact, where: str, checker: Checker) -> None:
     FACTS[fact[0]].check(fact[1], f"{where}.{fact[0]}", checker)
 
 
-def evaluate_fact(fact: Fact, ctx: EvalContext, bindings: Bindings) -> Bindings | None:
-    """Evaluate one fact; ``None`` when it does not hold, else new bindings."""
-    return FACTS[fact[0]].evaluate(fact[1], ctx, bindings)
+def compile_fact(fact: Fact) -> Term:
+    """A validated fact (``check_fact``) ready to evaluate: its parameters parsed once."""
+    spec = FACTS[fact[0]]
+    return Term(fact, spec.prepare(fact[1]), spec.evaluate)
+
+
+Evaluator = Callable[[Any, EvalContext, Bindings], Bindings | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """A fact as the engine runs it: the term as written, its parsed parameters, its evaluator."""
+
+    fact: Fact
+    params: Any
+    run: Evaluator = field(repr=False)
+
+    def evaluate(self, ctx: EvalContext, bindings: Bindings) -> Bindings | None:
+        """``None`` when the fact does not hold, else new bindings."""
+        return self.run(self.params, ctx, bindings)
+
+
+def _as_written(params: Any) -> Any:
+    return params
 
 
 @dataclass(frozen=True)
 class FactSpec:
-    """A registered fact: parameter check and evaluator."""
+    """A registered fact: parameter check, evaluator, and parameter parser (run at load)."""
 
     check: Callable[[Any, str, Checker], None]
-    evaluate: Callable[[Any, EvalContext, Bindings], Bindings | None]
+    evaluate: Evaluator
     doc: str
+    prepare: Callable[[Any], Any] = _as_written
 
 
 FACTS: dict[str, FactSpec] = {}
 
 
 def _register(
-    name: str, doc: str
-) -> Callable[
-    [tuple[Callable[[Any, str, Checker], None], Callable[[Any, EvalContext, Bindings], Any]]],
-    None,
-]:
-    def deco(
-        pair: tuple[
-            Callable[[Any, str, Checker], None], Callable[[Any, EvalContext, Bindings], Any]
-        ],
-    ) -> None:
-        FACTS[name] = FactSpec(pair[0], pair[1], doc)
+    name: str, doc: str, prepare: Callable[[Any], Any] = _as_written
+) -> Callable[[tuple[Callable[[Any, str, Checker], None], Evaluator]], None]:
+    def deco(pair: tuple[Callable[[Any, str, Checker], None], Evaluator]) -> None:
+        FACTS[name] = FactSpec(pair[0], pair[1], doc, prepare)
 
     return deco
+
+
+def _set_ids(value: str | list[str]) -> tuple[str, ...]:
+    """A validated value-set id or list of ids (``Checker.sets``) as a tuple."""
+    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _mapping(params: object, where: str, allowed: set[str]) -> dict[str, Any]:
@@ -162,13 +184,17 @@ def age_in(unit: str, birth: date, at: datetime) -> float:
     months on the 3-month anniversary, more than 3 the day after (so "> 3 months"
     holds then), 18.0 years on the 18th birthday and less the day before.
     """
+    months = _age_in_months(birth, at)
+    return months / 12 if unit == "a" else months
+
+
+def _age_in_months(birth: date, at: datetime) -> float:
     d = at.date()
     months = (d.year - birth.year) * 12 + (d.month - birth.month)
     if _add_months(birth, months) > d:
         months -= 1
     last, following = _add_months(birth, months), _add_months(birth, months + 1)
-    exact = months + (d - last).days / (following - last).days
-    return exact / 12 if unit == "a" else exact
+    return months + (d - last).days / (following - last).days
 
 
 def _check_age(params: Any, where: str, checker: Checker) -> None:
@@ -178,20 +204,28 @@ def _check_age(params: Any, where: str, checker: Checker) -> None:
         raise FactError(f"{where}: age unit must be 'a' or 'mo'")
 
 
-def _eval_age(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
+def _prepare_age(params: Any) -> Bounds:
+    return parse_bounds(params, "age", None, None)
+
+
+def _eval_age(bounds: Bounds, ctx: EvalContext, b: Bindings) -> Bindings | None:
     birth = ctx.snapshot.birth_date
     if birth is None:
         return None
-    bounds = parse_bounds(params, "age", None, None)
     at = b.get("sample_time") or ctx.now
-    age = age_in(bounds.unit, birth, at)
-    years = age_in("a", birth, at)
+    months = ctx.ages.get(at)
+    if months is None:  # rules sharing a measure ask for the age at the same time
+        months = ctx.ages[at] = _age_in_months(birth, at)
+    years = months / 12  # as age_in("a", ...)
+    age = years if bounds.unit == "a" else months
     return {"age": int(years)} if satisfies(None, bounds, age) else None
 
 
-_register("age", "age at the measure's sample time (else now) within the bounds (unit a or mo)")(
-    (_check_age, _eval_age)
-)
+_register(
+    "age",
+    "age at the measure's sample time (else now) within the bounds (unit a or mo)",
+    _prepare_age,
+)((_check_age, _eval_age))
 
 
 # --- encounter, ICU ---------------------------------------------------------------------
@@ -224,42 +258,32 @@ def _check_icu(params: Any, where: str, checker: Checker) -> None:
         _duration(p["started_within"], f"{where}.started_within")
 
 
-def current_icu_stay(ctx: EvalContext) -> m.IcuStay | None:
-    """The latest ICU stay started by now that is ongoing or in the current encounter."""
-    enc = ctx.encounter
-    best: m.IcuStay | None = None
-    for stay in ctx.snapshot.icu_stays:
-        if stay.start > ctx.now:
-            continue
-        ongoing = stay.end is None or stay.end >= ctx.now
-        in_encounter = enc is not None and (
-            stay.encounter_id == enc.id
-            or (
-                enc.start is not None
-                and enc.start <= stay.start
-                and (enc.end is None or stay.start <= enc.end)
-            )
-        )
-        if (ongoing or in_encounter) and (best is None or stay.start > best.start):
-            best = stay
-    return best
+@dataclass(frozen=True, slots=True)
+class _IcuParams:
+    ongoing: bool
+    started_within: timedelta | None
 
 
-def _eval_icu(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
+def _prepare_icu(params: Any) -> _IcuParams:
     p = params or {}
-    stay = current_icu_stay(ctx)
+    within = parse_duration(p["started_within"]) if "started_within" in p else None
+    return _IcuParams(bool(p.get("ongoing")), within)
+
+
+def _eval_icu(p: _IcuParams, ctx: EvalContext, b: Bindings) -> Bindings | None:
+    stay = ctx.icu_stay
     if stay is None:
         return None
-    if p.get("ongoing") and stay.end is not None and stay.end < ctx.now:
+    if p.ongoing and stay.end is not None and stay.end < ctx.now:
         return None
-    if "started_within" in p and ctx.now - stay.start > parse_duration(p["started_within"]):
+    if p.started_within is not None and ctx.now - stay.start > p.started_within:
         return None
     return {"icu": stay}
 
 
-_register("icu-stay", "an ICU stay (ongoing or of the current encounter) started by now")(
-    (_check_icu, _eval_icu)
-)
+_register(
+    "icu-stay", "an ICU stay (ongoing or of the current encounter) started by now", _prepare_icu
+)((_check_icu, _eval_icu))
 
 
 # --- conditions -------------------------------------------------------------------------
@@ -269,26 +293,25 @@ def _check_sets(params: Any, where: str, checker: Checker) -> None:
     checker.sets(params, where)
 
 
-def _eval_condition(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
-    ids = [params] if isinstance(params, str) else params
+def _eval_condition(ids: tuple[str, ...], ctx: EvalContext, b: Bindings) -> Bindings | None:
     found = ctx.condition_matches(ids)
     return {"conditions": found} if found else None
 
 
-def _eval_no_condition(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
-    return None if _eval_condition(params, ctx, b) else {}
+def _eval_no_condition(ids: tuple[str, ...], ctx: EvalContext, b: Bindings) -> Bindings | None:
+    return None if _eval_condition(ids, ctx, b) else {}
 
 
-_register("condition", "a counting Condition is in the value set(s)")(
+_register("condition", "a counting Condition is in the value set(s)", _set_ids)(
     (_check_sets, _eval_condition)
 )
-_register("no-condition", "no counting Condition is in the value set(s)")(
+_register("no-condition", "no counting Condition is in the value set(s)", _set_ids)(
     (_check_sets, _eval_no_condition)
 )
 
 
 def _eval_obstetric(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
-    found = ctx.condition_matches(["pre-eclampsia"])
+    found = ctx.condition_matches((PRE_ECLAMPSIA_SET,))
     return {"conditions": found} if found else None
 
 
@@ -338,16 +361,27 @@ def procedure_state(proc: m.Procedure, now: datetime) -> str | None:
     return None
 
 
-def _eval_procedure(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
-    states = params.get("states", list(PROCEDURE_STATES))
-    within = parse_duration(params["within"]) if "within" in params else None
-    vs = ctx.knowledge.valuesets
+@dataclass(frozen=True, slots=True)
+class _ProcedureParams:
+    set_ids: tuple[str, ...]
+    states: tuple[str, ...]
+    within: timedelta | None
+
+
+def _prepare_procedure(params: Any) -> _ProcedureParams:
+    return _ProcedureParams(
+        (params["set"],),
+        tuple(params.get("states", PROCEDURE_STATES)),
+        parse_duration(params["within"]) if "within" in params else None,
+    )
+
+
+def _eval_procedure(p: _ProcedureParams, ctx: EvalContext, b: Bindings) -> Bindings | None:
+    within = p.within
     ranked: list[tuple[int, datetime, m.Procedure, str]] = []
-    for proc in ctx.snapshot.procedures:
+    for proc in ctx.procedures_by_set.items_in(p.set_ids):
         state = procedure_state(proc, ctx.now)
-        if state is None or state not in states:
-            continue
-        if not vs.concept_match(proc.concept, [params["set"]]):
+        if state is None or state not in p.states:
             continue
         if state == "performed":
             end = proc.end or proc.start
@@ -363,9 +397,11 @@ def _eval_procedure(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | No
     return {"procedure": proc, "procedure_state": state}
 
 
-_register("procedure", "a procedure in the set performed within, in progress, or planned")(
-    (_check_procedure, _eval_procedure)
-)
+_register(
+    "procedure",
+    "a procedure in the set performed within, in progress, or planned",
+    _prepare_procedure,
+)((_check_procedure, _eval_procedure))
 
 
 # --- medications ------------------------------------------------------------------------
@@ -379,22 +415,36 @@ def _check_medication(params: Any, where: str, checker: Checker) -> None:
     checker.sets(p[key], f"{where}.{key}")
 
 
-def _eval_medication(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
+@dataclass(frozen=True, slots=True)
+class _MedicationParams:
+    all_of: bool
+    set_ids: tuple[str, ...]
+
+
+def _prepare_medication(params: Any) -> _MedicationParams:
     if "any_of" in params:
-        found = ctx.medication_matches(params["any_of"])
+        return _MedicationParams(False, _set_ids(params["any_of"]))
+    return _MedicationParams(True, _set_ids(params["all_of"]))
+
+
+def _eval_medication(p: _MedicationParams, ctx: EvalContext, b: Bindings) -> Bindings | None:
+    if not p.all_of:
+        found = ctx.medication_matches(p.set_ids)
         return {"medications": found} if found else None
     found_all: list[tuple[m.Medication, str]] = []
-    for set_id in params["all_of"]:
-        matches = ctx.medication_matches([set_id])
+    for set_id in p.set_ids:
+        matches = ctx.medication_matches((set_id,))
         if not matches:
             return None
         found_all.extend(matches)
     return {"medications": found_all}
 
 
-_register("medication", "an active or draft medication in the sets (any_of / all_of)")(
-    (_check_medication, _eval_medication)
-)
+_register(
+    "medication",
+    "an active or draft medication in the sets (any_of / all_of)",
+    _prepare_medication,
+)((_check_medication, _eval_medication))
 
 
 def _eval_mg_active(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
@@ -407,15 +457,13 @@ _register("magnesium-active-or-ordered", "magnesium active, or among the draft o
 )
 
 
-def _eval_draft_order(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
-    ids = [params] if isinstance(params, str) else params
-    vs = ctx.knowledge.valuesets
-    meds = [x for x in ctx.snapshot.medications if x.draft and vs.concept_match(x.concept, ids)]
-    procs = [p for p in ctx.snapshot.procedures if p.planned and vs.concept_match(p.concept, ids)]
+def _eval_draft_order(ids: tuple[str, ...], ctx: EvalContext, b: Bindings) -> Bindings | None:
+    meds = [x for x in ctx.medications_by_set.items_in(ids) if x.draft]
+    procs = [p for p in ctx.procedures_by_set.items_in(ids) if p.planned]
     return {"draft_orders": [*meds, *procs]} if meds or procs else None
 
 
-_register("draft-order", "a draft order of the hook is in the set(s)")(
+_register("draft-order", "a draft order of the hook is in the set(s)", _set_ids)(
     (_check_sets, _eval_draft_order)
 )
 
@@ -426,13 +474,10 @@ def _check_given_since(params: Any, where: str, checker: Checker) -> None:
 
 
 def _eval_given_since(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
-    stay = b.get("icu") or current_icu_stay(ctx)
+    stay = b.get("icu") or ctx.icu_stay
     if stay is None:
         return None
-    vs = ctx.knowledge.valuesets
-    for med in ctx.snapshot.medications:
-        if not vs.concept_match(med.concept, MAGNESIUM_SETS):
-            continue
+    for med in ctx.medications_by_set.items_in(MAGNESIUM_SETS):
         when = med.time or med.authored
         if med.status == "active" and not med.draft and (when is None or when <= ctx.now):
             return None
@@ -453,35 +498,56 @@ def _check_aki(params: Any, where: str, checker: Checker) -> None:
     p = _mapping(params, where, {"present", "stage_ge", "after_procedure"})
     if len(p) != 1:
         raise FactError(f"{where}: give exactly one of present, stage_ge, after_procedure")
+    if "stage_ge" in p:
+        try:
+            int(p["stage_ge"])
+        except (TypeError, ValueError):
+            raise FactError(f"{where}.stage_ge: expected a stage number") from None
     if "after_procedure" in p:
         ap = _mapping(p["after_procedure"], f"{where}.after_procedure", {"set", "within"})
         checker.sets(ap.get("set"), f"{where}.after_procedure.set")
         _duration(ap.get("within"), f"{where}.after_procedure.within")
 
 
-def _eval_aki(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
-    status = ctx.aki
+@dataclass(frozen=True, slots=True)
+class _AkiParams:
+    """One of: ``present``, ``stage_ge``, or ``after_procedure`` (its set and window)."""
+
+    present: bool = False
+    stage_ge: int | None = None
+    procedure_sets: tuple[str, ...] = ()
+    within: timedelta = timedelta(0)
+
+
+def _prepare_aki(params: Any) -> _AkiParams:
     if "present" in params:
-        return {"aki": status} if status.present else None
+        return _AkiParams(present=True)
     if "stage_ge" in params:
-        return {"aki": status} if status.stage >= int(params["stage_ge"]) else None
+        return _AkiParams(stage_ge=int(params["stage_ge"]))
     ap = params["after_procedure"]
+    return _AkiParams(procedure_sets=(ap["set"],), within=parse_duration(ap["within"]))
+
+
+def _eval_aki(p: _AkiParams, ctx: EvalContext, b: Bindings) -> Bindings | None:
+    status = ctx.aki
+    if p.present:
+        return {"aki": status} if status.present else None
+    if p.stage_ge is not None:
+        return {"aki": status} if status.stage >= p.stage_ge else None
     if not status.present or status.onset is None:
         return None
-    within = parse_duration(ap["within"])
-    vs = ctx.knowledge.valuesets
-    for proc in ctx.snapshot.procedures:
+    for proc in ctx.procedures_by_set.items_in(p.procedure_sets):
         end = proc.end or proc.start
         if proc.planned or end is None or procedure_state(proc, ctx.now) != "performed":
             continue
-        if vs.concept_match(proc.concept, [ap["set"]]) and end <= status.onset <= end + within:
+        if end <= status.onset <= end + p.within:
             return {"aki": status, "procedure": proc, "procedure_state": "performed"}
     return None
 
 
-_register("aki", "AKI present / stage >= n / onset within a window after a procedure")(
-    (_check_aki, _eval_aki)
-)
+_register(
+    "aki", "AKI present / stage >= n / onset within a window after a procedure", _prepare_aki
+)((_check_aki, _eval_aki))
 
 
 # --- labs ---------------------------------------------------------------------------------
@@ -502,19 +568,32 @@ def _check_latest_lab(params: Any, where: str, checker: Checker) -> None:
     )
 
 
-def _eval_latest_lab(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
-    result = ctx.latest(params["kind"], parse_duration(params["within"]))
+@dataclass(frozen=True, slots=True)
+class _LabParams:
+    kind: str
+    within: timedelta
+    bounds: Bounds
+
+
+def _prepare_latest_lab(params: Any) -> _LabParams:
+    bounds = {k: v for k, v in params.items() if k not in ("kind", "within")}
+    return _LabParams(
+        params["kind"], parse_duration(params["within"]), parse_bounds(bounds, "", None, None)
+    )
+
+
+def _eval_latest_lab(p: _LabParams, ctx: EvalContext, b: Bindings) -> Bindings | None:
+    result = ctx.latest(p.kind, p.within)
     if result is None:
         return None
-    bounds = parse_bounds(
-        {k: v for k, v in params.items() if k not in ("kind", "within")}, "", None, None
-    )
-    return {"lab": result} if ctx.meets(result, bounds) else None
+    return {"lab": result} if ctx.meets(result, p.bounds) else None
 
 
-_register("latest-lab", "the newest usable result of a kind within the window meets the bounds")(
-    (_check_latest_lab, _eval_latest_lab)
-)
+_register(
+    "latest-lab",
+    "the newest usable result of a kind within the window meets the bounds",
+    _prepare_latest_lab,
+)((_check_latest_lab, _eval_latest_lab))
 
 
 def _check_no_lab(params: Any, where: str, checker: Checker) -> None:
@@ -525,17 +604,28 @@ def _check_no_lab(params: Any, where: str, checker: Checker) -> None:
     _duration(p.get("within"), f"{where}.within")
 
 
-def _eval_no_lab(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
-    within = parse_duration(params["within"])
-    for kind in params["kinds"]:
-        if ctx.latest(kind, within) is not None:
+@dataclass(frozen=True, slots=True)
+class _NoLabParams:
+    kinds: tuple[str, ...]
+    within: timedelta
+
+
+def _prepare_no_lab(params: Any) -> _NoLabParams:
+    return _NoLabParams(tuple(params["kinds"]), parse_duration(params["within"]))
+
+
+def _eval_no_lab(p: _NoLabParams, ctx: EvalContext, b: Bindings) -> Bindings | None:
+    for kind in p.kinds:
+        if ctx.latest(kind, p.within) is not None:
             return None
-    return {"window": within}
+    return {"window": p.within}
 
 
-_register("no-lab-within", "no usable result of those kinds within the window before now")(
-    (_check_no_lab, _eval_no_lab)
-)
+_register(
+    "no-lab-within",
+    "no usable result of those kinds within the window before now",
+    _prepare_no_lab,
+)((_check_no_lab, _eval_no_lab))
 
 
 def _check_weight(params: Any, where: str, checker: Checker) -> None:
@@ -544,12 +634,12 @@ def _check_weight(params: Any, where: str, checker: Checker) -> None:
     parse_bounds({k: v for k, v in p.items() if k != "within"}, where, "weight", checker)
 
 
-def _eval_weight(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
-    return _eval_latest_lab({**params, "kind": m.WEIGHT}, ctx, b)
+def _prepare_weight(params: Any) -> _LabParams:
+    return _prepare_latest_lab({**params, "kind": m.WEIGHT})
 
 
-_register("weight", "the latest weight within the window meets the bounds")(
-    (_check_weight, _eval_weight)
+_register("weight", "the latest weight within the window meets the bounds", _prepare_weight)(
+    (_check_weight, _eval_latest_lab)
 )
 
 
@@ -563,12 +653,16 @@ def _check_any(params: Any, where: str, checker: Checker) -> None:
         check_fact(parse_fact(term, f"{where}[{i}]"), f"{where}[{i}]", checker)
 
 
-def _eval_any(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
-    for term in params:
-        found = evaluate_fact(parse_fact(term, "any"), ctx, b)
+def _prepare_any(params: Any) -> tuple[Term, ...]:
+    return tuple(compile_fact(parse_fact(term, "any")) for term in params)
+
+
+def _eval_any(terms: tuple[Term, ...], ctx: EvalContext, b: Bindings) -> Bindings | None:
+    for term in terms:
+        found = term.evaluate(ctx, b)
         if found is not None:
             return found
     return None
 
 
-_register("any", "at least one of the listed facts holds")((_check_any, _eval_any))
+_register("any", "at least one of the listed facts holds", _prepare_any)((_check_any, _eval_any))

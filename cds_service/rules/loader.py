@@ -9,9 +9,11 @@ from typing import Any
 
 import yaml
 
+from cds_service.clinical.fhir_labs import NON_SERUM_SPECIMEN
 from cds_service.clinical.terminology import CodeRange, ValueSet, ValueSets, code_key, system_key
 from cds_service.clinical.units import Units, build_units
 from cds_service.rules import facts as F
+from cds_service.rules.context import AKI_SET, DIALYSIS_SET, MAGNESIUM_SETS
 from cds_service.rules.durations import parse_duration
 from cds_service.rules.measures import ANCHORS, PICKS, parse_window
 from cds_service.rules.model import (
@@ -31,6 +33,16 @@ from cds_service.rules.model import (
 )
 from cds_service.rules.triggers import TRIGGERS
 
+# Value sets named in code: without one of them a check would quietly never match
+# (coded AKI, dialysis for AKI and the gate, magnesium already given, pre-eclampsia,
+# non-serum specimens).
+REQUIRED_VALUE_SETS = (
+    AKI_SET,
+    DIALYSIS_SET,
+    *MAGNESIUM_SETS,
+    F.PRE_ECLAMPSIA_SET,
+    NON_SERUM_SPECIMEN,
+)
 CATEGORIES = ("association", "supplementation", "monitoring", "data", "aki", "safety")
 DIRECTIONS = ("low", "high", "prevention", "safety", "monitoring", "aki")
 SERIES = F.LAB_KINDS
@@ -228,7 +240,8 @@ def _evidence(raw: Any, where: str) -> Evidence:
     )
 
 
-def _facts(raw: Any, where: str, checker: F.Checker) -> tuple[tuple[str, Any], ...]:
+def _facts(raw: Any, where: str, checker: F.Checker) -> tuple[F.Term, ...]:
+    """Validate a list of fact terms and compile them (``Term.fact`` is the term as written)."""
     if raw is None:
         return ()
     if not isinstance(raw, list):
@@ -240,7 +253,7 @@ def _facts(raw: Any, where: str, checker: F.Checker) -> tuple[tuple[str, Any], .
             F.check_fact(fact, f"{where}[{i}]", checker)
         except F.FactError as exc:
             raise MappingError(str(exc)) from None
-        out.append(fact)
+        out.append(F.compile_fact(fact))
     return tuple(out)
 
 
@@ -266,9 +279,10 @@ def load_rule(path: Path, order: int, measures: dict[str, Measure], checker: F.C
     indicator = _need(data, "indicator", where)
     if indicator not in INDICATOR_ORDER:
         raise MappingError(f"{where}: indicator: unknown {indicator!r}")
-    population = _facts(data.get("population"), f"{where}: population", checker)
+    terms = _facts(data.get("population"), f"{where}: population", checker)
     measure_id = data.get("measure")
     trigger = None
+    trigger_args = None
     thresholds: tuple[Threshold, ...] = ()
     quantity = "magnesium"
     if measure_id is not None:
@@ -297,6 +311,7 @@ def load_rule(path: Path, order: int, measures: dict[str, Measure], checker: F.C
         except F.FactError as exc:
             raise MappingError(str(exc)) from None
         trigger = (name, params or {})
+        trigger_args = TRIGGERS[name].prepare(trigger[1])
     if measure_id is not None and trigger is not None:
         raise MappingError(f"{where}: a rule has a measure or a trigger, not both")
     bands = tuple(
@@ -345,7 +360,7 @@ def load_rule(path: Path, order: int, measures: dict[str, Measure], checker: F.C
         category=category,
         direction=direction,
         indicator=indicator,
-        population=population,
+        population=tuple(t.fact for t in terms),
         evidence=evidence,
         citations=citations,
         text_key=text_key,
@@ -362,6 +377,8 @@ def load_rule(path: Path, order: int, measures: dict[str, Measure], checker: F.C
         obstetric_thresholds=obst_thresholds,
         show_conditions=show,
         source_file=where,
+        terms=terms,
+        trigger_args=trigger_args,
     )
 
 
@@ -582,6 +599,9 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
     :raises MappingError: anything invalid, with the file and field named.
     """
     valuesets = load_valuesets(root / "codes")
+    missing = sorted(set(REQUIRED_VALUE_SETS) - set(valuesets.sets))
+    if missing:
+        raise MappingError(f"{root / 'codes'}: value sets the service reads are missing: {missing}")
     units_raw = _read(root / "units.yaml")
     try:
         units: Units = build_units(_need(units_raw, "quantities", str(root / "units.yaml"), dict))
@@ -609,9 +629,8 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
     for i, g in enumerate(_need(gate_raw, "conditions", gpath, list)):
         w = f"{gpath}: conditions[{i}]"
         gid = _need(g, "id", w)
-        gate.append(
-            GateCondition(gid, _facts([g.get("fact")], w, checker)[0], bool(g.get("suggest_lab")))
-        )
+        (term,) = _facts([g.get("fact")], w, checker)
+        gate.append(GateCondition(gid, term.fact, bool(g.get("suggest_lab")), term=term))
     gate_sources = tuple(
         _citation(c, f"{gpath}: source[{i}]") for i, c in enumerate(gate_raw.get("source") or [])
     )

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from cds_service.clinical import model as m
 from cds_service.rules.context import EvalContext
 from cds_service.rules.durations import parse_duration
-from cds_service.rules.facts import Bindings, current_icu_stay
+from cds_service.rules.facts import Bindings
 from cds_service.rules.model import Measure, ValueUsed
 
 ANCHORS = (
@@ -62,7 +62,7 @@ def _anchor(measure: Measure, ctx: EvalContext, b: Bindings) -> tuple[datetime, 
     if anchor == "admission":
         return (ctx.admission, False) if ctx.admission else None
     if anchor == "icu-start":
-        stay = b.get("icu") or current_icu_stay(ctx)
+        stay = b.get("icu") or ctx.icu_stay
         return (stay.start, False) if stay else None
     if anchor == "aki-onset":
         onset = ctx.aki.onset if ctx.aki.present else None
@@ -87,7 +87,13 @@ def compute(measure: Measure, ctx: EvalContext, b: Bindings) -> MeasureResult | 
     found = _anchor(measure, ctx, b)
     if found is None:
         return None
-    anchor, _planned = found
+    key = (measure.id, found[0])
+    if key not in ctx.measured:  # rules sharing a measure and its anchor share the value
+        ctx.measured[key] = _compute(measure, ctx, found[0])
+    return ctx.measured[key]
+
+
+def _compute(measure: Measure, ctx: EvalContext, anchor: datetime) -> MeasureResult | None:
     if measure.anchor == "encounter":
         enc = ctx.encounter
         assert enc is not None

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
+from cds_service.clinical.aki import AkiCriteria
 from cds_service.clinical.terminology import ValueSets
 from cds_service.clinical.units import Units
+
+if TYPE_CHECKING:
+    from cds_service.rules.facts import Term
 
 INDICATOR_ORDER = {"info": 0, "warning": 1, "critical": 2}
 
@@ -138,6 +143,10 @@ class Rule:
     obstetric_thresholds: tuple[Threshold, ...] = ()
     show_conditions: tuple[str, ...] = ()
     source_file: str = ""
+    # What the engine runs, parsed once by the loader: ``population`` compiled
+    # (rules/facts.py) and the trigger's parameters parsed (rules/triggers.py).
+    terms: tuple[Term, ...] = field(kw_only=True, compare=False, repr=False)
+    trigger_args: Any = field(kw_only=True, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,7 @@ class GateCondition:
     id: str
     fact: Fact
     suggest_lab: bool = False
+    term: Term = field(kw_only=True, compare=False, repr=False)  # ``fact`` compiled
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +205,19 @@ class Knowledge:
 
         :raises KeyError: unknown rule id.
         """
+        return self._rules_by_id[rule_id]
+
+    @cached_property
+    def _rules_by_id(self) -> dict[str, Rule]:
+        by_id: dict[str, Rule] = {}
         for r in self.rules:
-            if r.id == rule_id:
-                return r
-        raise KeyError(rule_id)
+            by_id.setdefault(r.id, r)
+        return by_id
+
+    @cached_property
+    def aki_criteria(self) -> AkiCriteria:
+        """``aki`` compiled once, with the creatinine unit table."""
+        return AkiCriteria(self.aki, self.units["creatinine"])
 
 
 @dataclass(frozen=True, slots=True)

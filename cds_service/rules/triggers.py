@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from cds_service.clinical import model as m
@@ -17,15 +18,23 @@ from cds_service.rules.durations import parse_duration
 from cds_service.rules.measures import used
 from cds_service.rules.model import Bounds, Finding, Rule
 
-Run = Callable[[Rule, dict[str, Any], EvalContext], list[Finding]]
+Run = Callable[[Rule, Any, EvalContext], list[Finding]]
+
+
+def _as_written(p: dict[str, Any]) -> dict[str, Any]:
+    return p
 
 
 @dataclass(frozen=True)
 class TriggerSpec:
-    """A registered trigger: parameter check and evaluator."""
+    """A registered trigger: parameter check, evaluator, and parameter parser (run at load).
+
+    The loader keeps the parsed parameters in ``Rule.trigger_args``; ``run`` gets them.
+    """
 
     check: Callable[[dict[str, Any], str, F.Checker], None]
     run: Run
+    prepare: Callable[[dict[str, Any]], Any] = _as_written
 
 
 def _need_number(p: dict[str, Any], key: str, where: str) -> None:
@@ -59,17 +68,35 @@ def _check_gap(p: dict[str, Any], where: str, checker: F.Checker) -> None:
             raise F.FactError(f"{w}: needs window, or since: surgery-end")
 
 
-def _run_gap(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]:
-    for c in p["contexts"]:
+@dataclass(frozen=True, slots=True)
+class _GapContext:
+    id: str
+    when: tuple[F.Term, ...]
+    window: timedelta | None  # None: since the end of the surgery
+
+
+def _prepare_gap(p: dict[str, Any]) -> tuple[_GapContext, ...]:
+    return tuple(
+        _GapContext(
+            c["id"],
+            tuple(F.compile_fact(F.parse_fact(term, "when")) for term in c["when"]),
+            parse_duration(c["window"]) if "window" in c else None,
+        )
+        for c in p["contexts"]
+    )
+
+
+def _run_gap(rule: Rule, contexts: tuple[_GapContext, ...], ctx: EvalContext) -> list[Finding]:
+    for c in contexts:
         bindings: F.Bindings = {}
-        for term in c["when"]:
-            found = F.evaluate_fact(F.parse_fact(term, rule.id), ctx, bindings)
+        for term in c.when:
+            found = term.evaluate(ctx, bindings)
             if found is None:
                 break
             bindings.update(found)
         else:
-            if "window" in c:
-                since = ctx.now - parse_duration(c["window"])
+            if c.window is not None:
+                since = ctx.now - c.window
             else:
                 proc: m.Procedure = bindings["procedure"]
                 end = proc.end or proc.start
@@ -79,9 +106,9 @@ def _run_gap(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]:
                 # monitored in this context; another context (e.g. cardiac surgery
                 # ended since the last ICU value) may still have a gap
                 continue
-            context = {"monitoring_context": c["id"], "since": since, **bindings}
-            if "window" in c:
-                context["window"] = parse_duration(c["window"])
+            context = {"monitoring_context": c.id, "since": since, **bindings}
+            if c.window is not None:
+                context["window"] = c.window
             else:
                 context["window"] = ctx.now - since
             return [
@@ -113,22 +140,44 @@ def _check_trend(p: dict[str, Any], where: str, checker: F.Checker) -> None:
     _need_number(rising, "rise_ge", f"{where}.rising")
 
 
-def _run_trend(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]:
-    series = ctx.results(m.SERUM_MG, ctx.now - parse_duration(p["window"]), ctx.now)
-    series = [r for r in series if r.comparator is None]
-    if len(series) < int(p["min_count"]):
+@dataclass(frozen=True, slots=True)
+class _Trend:
+    window: timedelta
+    min_count: int
+    unit: str
+    falling_latest: Bounds
+    falling_drop: Bounds
+    rising_latest: Bounds
+    rising_rise: Bounds
+
+
+def _prepare_trend(p: dict[str, Any]) -> _Trend:
+    unit, fall, rise = p["unit"], p["falling"], p["rising"]
+    return _Trend(
+        parse_duration(p["window"]),
+        int(p["min_count"]),
+        unit,
+        Bounds(unit, lt=float(fall["latest_lt"])),
+        Bounds(unit, ge=float(fall["drop_ge"])),
+        Bounds(unit, gt=float(rise["latest_gt"])),
+        Bounds(unit, ge=float(rise["rise_ge"])),
+    )
+
+
+def _run_trend(rule: Rule, p: _Trend, ctx: EvalContext) -> list[Finding]:
+    in_window = ctx.results(m.SERUM_MG, ctx.now - p.window, ctx.now)
+    series = [r for r in in_window if r.comparator is None]
+    if len(series) < p.min_count:
         return []
-    unit = p["unit"]
-    vals = [ctx.convert(m.SERUM_MG, r.value, unit) for r in series]
+    vals = [ctx.convert(m.SERUM_MG, r.value, p.unit) for r in series]
     latest, earlier = vals[-1], vals[:-1]
-    fall, rise = p["falling"], p["rising"]
     direction = None
-    if satisfies(None, Bounds(unit, lt=float(fall["latest_lt"])), latest) and satisfies(
-        None, Bounds(unit, ge=float(fall["drop_ge"])), max(earlier) - latest
+    if satisfies(None, p.falling_latest, latest) and satisfies(
+        None, p.falling_drop, max(earlier) - latest
     ):
         direction = "low"
-    elif satisfies(None, Bounds(unit, gt=float(rise["latest_gt"])), latest) and satisfies(
-        None, Bounds(unit, ge=float(rise["rise_ge"])), latest - min(earlier)
+    elif satisfies(None, p.rising_latest, latest) and satisfies(
+        None, p.rising_rise, latest - min(earlier)
     ):
         direction = "high"
     if direction is None:
@@ -201,12 +250,7 @@ def _check_unsafe(p: dict[str, Any], where: str, checker: F.Checker) -> None:
 
 
 def _run_unsafe(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]:
-    vs = ctx.knowledge.valuesets
-    drafts = [
-        x
-        for x in ctx.snapshot.medications
-        if x.draft and vs.concept_match(x.concept, MAGNESIUM_SETS)
-    ]
+    drafts = [x for x in ctx.medications_by_set.items_in(MAGNESIUM_SETS) if x.draft]
     if not drafts:
         return []
     held: dict[str, F.Bindings] = ctx._cache["gate"]
@@ -223,8 +267,8 @@ def _run_unsafe(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding
 
 
 TRIGGERS: dict[str, TriggerSpec] = {
-    "monitoring-gap": TriggerSpec(_check_gap, _run_gap),
-    "mg-trend": TriggerSpec(_check_trend, _run_trend),
+    "monitoring-gap": TriggerSpec(_check_gap, _run_gap, _prepare_gap),
+    "mg-trend": TriggerSpec(_check_trend, _run_trend, _prepare_trend),
     "data-quality": TriggerSpec(_check_quality, _run_quality),
     "kdigo": TriggerSpec(_check_kdigo, _run_kdigo),
     "mg-order-unsafe": TriggerSpec(_check_unsafe, _run_unsafe),

@@ -259,6 +259,19 @@ def test_site_lab_code_value_set_absent(tmp_path: Path) -> None:
     assert "example.yaml" in message and "lab_codes[0].value_set" in message, message
 
 
+@pytest.mark.parametrize(
+    "set_id",
+    ["aki", "dialysis", "magnesium-sulfate", "oral-magnesium", "pre-eclampsia", "non-serum-specimen"],
+)
+def test_value_set_named_in_code_is_required(tmp_path: Path, set_id: str) -> None:
+    root = tmp_path / "mappings"
+    shutil.copytree(MAPPINGS, root)
+    (root / "codes" / f"{set_id}.yaml").unlink()
+    with pytest.raises(MappingError) as info:
+        load_knowledge(root, site=root / "site" / "example.yaml")
+    assert "codes" in str(info.value) and set_id in str(info.value), str(info.value)
+
+
 def test_site_unknown_rule_id(tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
     site.write_text("disabled_rules: [no-such-rule]\n", encoding="utf-8")
