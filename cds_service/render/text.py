@@ -291,10 +291,17 @@ class TextRenderer:
     def render(self, advice: Advice, conditions: tuple[m.Condition, ...] = ()) -> Rendered:
         """Summary, markdown detail and suggestion labels for one advice."""
         self._snapshot_conditions = conditions
+        filled: dict[int, dict[str, Any]] = {}  # a finding's placeholders, computed once
+
+        def placeholders(f: Finding) -> dict[str, Any]:
+            if id(f) not in filled:
+                filled[id(f)] = self.placeholders(f)
+            return filled[id(f)]
+
         lead = advice.findings[0]
         lead_rule = self.k.rule(lead.rule_id)
         texts = self.t["rules"][lead_rule.text_key]
-        vals = self.placeholders(lead)
+        vals = placeholders(lead)
         summary = self._fill(self._pick(texts["summary"], _side(lead), lead.indicator), vals)
         if len(summary) > SUMMARY_LIMIT:
             summary = summary[: SUMMARY_LIMIT - 1].rstrip() + "…"
@@ -316,7 +323,7 @@ class TextRenderer:
             seen.add(f.rule_id)
             rule = self.k.rule(f.rule_id)
             rt = self.t["rules"][rule.text_key]
-            fv = self.placeholders(f)
+            fv = placeholders(f)
             lines.append(f"### {self._fill(self._pick(rt['summary'], _side(f), f.indicator), fv)}")
             if "context" in rt:
                 lines.append(self._fill(rt["context"], fv))
@@ -354,13 +361,13 @@ class TextRenderer:
         if advice.medication_suggestion is not None:
             mf = advice.medication_suggestion
             mt = self.t["rules"][self.k.rule(mf.rule_id).text_key]
-            med_label = self._fill(mt.get("label", mt["summary"]), self.placeholders(mf))
+            med_label = self._fill(mt.get("label", mt["summary"]), placeholders(mf))
         if advice.lab_suggestion is not None:
             lf = advice.lab_suggestion
             lt = self.t["rules"][self.k.rule(lf.rule_id).text_key]
             lab_label = self._fill(
                 lt.get("label") or common.get("measure_mg_label", "Serum magnesium"),
-                self.placeholders(lf),
+                placeholders(lf),
             )
             if advice.withheld and "mg-missing" in advice.gate_conditions:
                 lab_label = common.get("measure_mg_label", lab_label)
