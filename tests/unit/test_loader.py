@@ -217,6 +217,11 @@ CASES: list[tuple[str, Edit, str, str]] = [
         "measures.yaml", "admission-mg",
     ),
     (
+        "aki-stage-not-a-number",
+        replace("gate.yaml", "fact: {aki: {stage_ge: 2}}", "fact: {aki: {stage_ge: two}}"),
+        "gate.yaml", "stage_ge",
+    ),
+    (
         "measure-unknown",
         replace(RULE, "measure: admission-mg", "measure: admission-magnesium"),
         "admission-u-shape.yaml", "measure",
