@@ -47,22 +47,19 @@ def parse_instant(value: str | datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _insert_ignore(engine: Engine, model: type[Base], rows: Sequence[Mapping[str, Any]]) -> Insert:
-    """INSERT that skips rows colliding with a key (use RETURNING: rowcount is unreliable)."""
-    if engine.dialect.name == "postgresql":
-        return postgresql.insert(model).values(list(rows)).on_conflict_do_nothing()
-    if engine.dialect.name == "sqlite":
-        return sqlite.insert(model).values(list(rows)).on_conflict_do_nothing()
-    raise NotImplementedError(f"unsupported database backend: {engine.dialect.name}")
-
-
 def _insert_ignore_stmt(engine: Engine, model: type[Base]) -> Insert:
-    """The same INSERT without rows, built once and executed with a row list (executemany)."""
+    """INSERT that skips rows colliding with a key, without rows: execute it with a row list
+    (executemany), or add ``.values(...)`` (use RETURNING: rowcount is unreliable)."""
     if engine.dialect.name == "postgresql":
         return postgresql.insert(model).on_conflict_do_nothing()
     if engine.dialect.name == "sqlite":
         return sqlite.insert(model).on_conflict_do_nothing()
     raise NotImplementedError(f"unsupported database backend: {engine.dialect.name}")
+
+
+def _insert_ignore(engine: Engine, model: type[Base], rows: Sequence[Mapping[str, Any]]) -> Insert:
+    """The INSERT of ``_insert_ignore_stmt`` with these rows as its VALUES."""
+    return _insert_ignore_stmt(engine, model).values(list(rows))
 
 
 def _card_row(card: Mapping[str, Any]) -> dict[str, Any] | None:
