@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import requests
 from flask import Flask
@@ -58,10 +57,7 @@ def build_state(settings: Settings) -> ServiceState:
     root = Path(settings.mappings)
     knowledge = load_knowledge(root, settings.site_path)
     services = load_services(root / "services", knowledge)
-    try:
-        tz: tzinfo = ZoneInfo(settings.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"CDS_TIMEZONE: unknown timezone {settings.timezone!r}") from None
+    tz: tzinfo = settings.zone()
     if settings.auth == "jwt" and not settings.secret:
         raise ConfigError("CDS_SECRET must be set with CDS_AUTH=jwt (it keys identifier hashes)")
     store = open_store(settings.database_url, settings.secret)

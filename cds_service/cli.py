@@ -9,9 +9,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cds_service.clinical.fhir_extract import snapshot_from_cds_request, snapshots_from_bundle
+from cds_service.config import ConfigError, zone
 from cds_service.events.commands import add_commands as add_event_commands
 from cds_service.events.mllp import add_command as add_mllp
 from cds_service.render.fhir import OrderCodes
@@ -122,8 +122,8 @@ def _text(doc: dict[str, Any]) -> str:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     try:
-        tz = ZoneInfo(os.environ.get("CDS_TIMEZONE", "UTC"))
-    except (ZoneInfoNotFoundError, ValueError):
+        tz = zone(os.environ.get("CDS_TIMEZONE", "UTC"))
+    except ConfigError:
         print("error: CDS_TIMEZONE is not a known timezone", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:

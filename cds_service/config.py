@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -105,6 +107,33 @@ class Settings:
     def site_path(self) -> Path | None:
         """The site mapping file, if one is configured."""
         return Path(self.site_mappings) if self.site_mappings else None
+
+    def zone(self) -> ZoneInfo:
+        """``CDS_TIMEZONE`` as a timezone.
+
+        :raises ConfigError: not a known IANA timezone.
+        """
+        return zone(self.timezone)
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA timezone ``name``.
+
+    :raises ConfigError: not a known timezone.
+    """
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"CDS_TIMEZONE: unknown timezone {name!r}") from None
+
+
+def settings_for_command() -> Settings | None:
+    """The settings of a CLI command; None (the error printed to stderr) when unusable."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
 
 
 def _coerce(value: Any, default: Any) -> Any:

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cds_service.config import ConfigError, Settings
+from cds_service.config import Settings, settings_for_command
 
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 8
@@ -42,10 +42,8 @@ def _check_startup(settings: Settings) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Replace this process with gunicorn (signals reach its master directly)."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    settings = settings_for_command()
+    if settings is None:
         return 1
     _check_startup(settings)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -62,11 +60,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the database of ``CDS_DATABASE_URL`` (or ``--url``) to the newest schema."""
     from cds_service.store import migrate
 
-    try:
-        url = args.url or Settings.from_env().database_url
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    url = args.url
+    if not url:
+        settings = settings_for_command()
+        if settings is None:
+            return 1
+        url = settings.database_url
     migrate(url)
     print("database migrated")
     return 0

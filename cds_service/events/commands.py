@@ -8,20 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cds_service.config import ConfigError, Settings
+from cds_service.config import Settings, settings_for_command
 
 STATUSES = ("pending", "sending", "failed", "sent", "cancelled", "shadow", "suppressed")
 BACKPORT_CONTENT = (
     "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content"
 )
-
-
-def _settings() -> Settings | None:
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
 
 
 def outbox_table(rows: list[Any]) -> str:
@@ -47,7 +39,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from cds_service.store import engine_for, migrate
     from cds_service.store.events_models import OutboxRow
 
-    settings = _settings()
+    settings = settings_for_command()
     if settings is None:
         return 1
     migrate(settings.database_url)
@@ -96,7 +88,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     from cds_service.hooks.fhir_client import FhirUnavailable
     from cds_service.rules.loader import load_knowledge
 
-    settings = _settings()
+    settings = settings_for_command()
     if settings is None:
         return 1
     if not settings.fhir_base:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cds_service.clinical.fhir_labs import lab_table
-from cds_service.config import ConfigError, Settings
+from cds_service.config import Settings
 from cds_service.events.advise import Policy
 from cds_service.events.hl7_config import load_hl7_maps
 from cds_service.events.ingest import Ingestor
@@ -27,10 +26,7 @@ def build_ingestor(
     :raises ConfigError: an unknown ``CDS_TIMEZONE``.
     :raises MappingError: invalid mappings (the file and the field are named).
     """
-    try:
-        tz = ZoneInfo(settings.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"CDS_TIMEZONE: unknown timezone {settings.timezone!r}") from None
+    tz = settings.zone()
     root = Path(settings.mappings)
     knowledge = knowledge or load_knowledge(root, settings.site_path)
     maps = load_hl7_maps(root / HL7_MAPPINGS)

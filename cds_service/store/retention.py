@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
 
-from cds_service.config import ConfigError, Settings
+from cds_service.config import Settings, settings_for_command
 
 log = logging.getLogger(__name__)
 DAY_SECONDS = 24 * 3600.0
@@ -44,10 +43,8 @@ async def retention_loop(settings: Settings, stop: asyncio.Event) -> None:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     """``cds-service purge``: apply CDS_RETENTION_DAYS now and print the counts."""
-    try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    settings = settings_for_command()
+    if settings is None:
         return 1
     counts = purge_all(settings)
     for table, n in sorted(counts.items()):
