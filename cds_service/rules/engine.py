@@ -11,7 +11,7 @@ from cds_service.rules import facts as F
 from cds_service.rules.consolidate import consolidate
 from cds_service.rules.context import EvalContext, satisfies
 from cds_service.rules.dose import compute_dose
-from cds_service.rules.measures import compute
+from cds_service.rules.measures import compute, index_event
 from cds_service.rules.model import INDICATOR_ORDER, Advice, Finding, Knowledge, Rule, Threshold
 from cds_service.rules.triggers import TRIGGERS
 
@@ -70,10 +70,13 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
             return []
         bindings.update(found)
     result = None
+    event: tuple[str, datetime] | None = None
     if rule.measure is not None:
-        result = compute(ctx.knowledge.measures[rule.measure], ctx, bindings)
+        measure = ctx.knowledge.measures[rule.measure]
+        result = compute(measure, ctx, bindings)
         if result is None:
             return []
+        event = index_event(measure, ctx, bindings)
         bindings["sample_time"] = result.value.time
         bindings["measure_n"] = result.n
     for term in ages:
@@ -128,6 +131,8 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
                 threshold=t.bounds,
                 band=band,
                 suggestion=rule.suggestion,
+                index_event=event[0] if event else None,
+                index_time=event[1] if event else None,
             )
         ]
     return []

@@ -82,6 +82,27 @@ def _anchor(measure: Measure, ctx: EvalContext, b: Bindings) -> tuple[datetime, 
     return (when, False) if when else None
 
 
+def index_event(measure: Measure, ctx: EvalContext, b: Bindings) -> tuple[str, datetime] | None:
+    """The index event a measure belongs to, as ``<anchor>:<identity>``, and its time.
+
+    None for measures anchored at now (latest-value measures) and for a planned procedure
+    (its pre-procedure window is anchored at now).
+    """
+    found = _anchor(measure, ctx, b)
+    if found is None or found[1] or measure.anchor == "now":
+        return None
+    anchor, when = measure.anchor, found[0]
+    if anchor in ("admission", "encounter"):
+        enc = ctx.encounter
+        identity = enc.id if enc is not None else when.isoformat()
+    elif anchor in ("surgery-start", "surgery-end", "procedure-start"):
+        proc: m.Procedure | None = b.get("procedure")
+        identity = proc.id if proc is not None else when.isoformat()
+    else:  # icu-start, aki-onset: the event is its time
+        identity = when.isoformat()
+    return f"{anchor}:{identity}", when
+
+
 def compute(measure: Measure, ctx: EvalContext, b: Bindings) -> MeasureResult | None:
     """Pick the measure's value, or None when there is no anchor or no value."""
     found = _anchor(measure, ctx, b)

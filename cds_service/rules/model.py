@@ -272,6 +272,11 @@ class Finding:
     suggestion: dict[str, Any] | None = None
     dose: Dose | None = None
     no_dose_reason: str | None = None
+    # The index event the measure belongs to (``admission:<encounter id>``,
+    # ``icu-start:<ISO start>``, ``surgery-end:<procedure id>``, ``aki-onset:<ISO onset>``,
+    # ``encounter:<id>``...) and its time; None for latest-value measures and triggers.
+    index_event: str | None = None
+    index_time: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
