@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cds_service.clinical import model as m
+from cds_service.render import suspect_text
 from cds_service.rules.durations import describe_duration
 from cds_service.rules.model import Advice, Finding, Knowledge, Rule, ValueUsed
 
@@ -211,7 +212,14 @@ class TextRenderer:
         lab_range = next((v.reference_range for v in f.values if v.reference_range), None)
         if lab_range:
             vals["reference_range"] += f" ({self.t['common']['lab_range']}: {lab_range})"
+        vals.update(suspect_text.placeholders(self.t, f, self.k.delta, self.value_text, self._fill))
         return vals
+
+    def texts(self, f: Finding) -> dict[str, Any]:
+        """The templates of a finding: its rule's, or those about a suspect/spurious result."""
+        own: dict[str, Any] = self.t["rules"][self.k.rule(f.rule_id).text_key]
+        other = suspect_text.variant(self.t, f)
+        return own if other is None else {**own, **other}
 
     def _markers(self, rule: Rule, c: dict[str, Any]) -> str:
         del c
@@ -299,8 +307,7 @@ class TextRenderer:
             return filled[id(f)]
 
         lead = advice.findings[0]
-        lead_rule = self.k.rule(lead.rule_id)
-        texts = self.t["rules"][lead_rule.text_key]
+        texts = self.texts(lead)
         vals = placeholders(lead)
         summary = self._fill(self._pick(texts["summary"], _side(lead), lead.indicator), vals)
         if len(summary) > SUMMARY_LIMIT:
@@ -322,7 +329,7 @@ class TextRenderer:
                 continue
             seen.add(f.rule_id)
             rule = self.k.rule(f.rule_id)
-            rt = self.t["rules"][rule.text_key]
+            rt = self.texts(f)
             fv = placeholders(f)
             lines.append(f"### {self._fill(self._pick(rt['summary'], _side(f), f.indicator), fv)}")
             if "context" in rt:
@@ -341,7 +348,12 @@ class TextRenderer:
                 lines.append(self._fill(rt["no_dose"], fv))
             if "aki" in f.context and f.context["aki"].nhs_stage != f.context["aki"].stage:
                 lines.append(self._fill(common["nhs_differs"], fv))
-            lines.append(f"**{common['evidence']}:** " + self.evidence_line(rule))
+            evidence = (
+                self._fill(rt["evidence_line"], fv)
+                if "evidence_line" in rt
+                else self.evidence_line(rule)
+            )
+            lines.append(f"**{common['evidence']}:** " + evidence)
             if rule.category == "association" and not rule.fallback:
                 lines.append("_" + common["association_caution"] + "_")
         if advice.withheld:
@@ -364,7 +376,7 @@ class TextRenderer:
             med_label = self._fill(mt.get("label", mt["summary"]), placeholders(mf))
         if advice.lab_suggestion is not None:
             lf = advice.lab_suggestion
-            lt = self.t["rules"][self.k.rule(lf.rule_id).text_key]
+            lt = self.texts(lf)
             lab_label = self._fill(
                 lt.get("label") or common.get("measure_mg_label", "Serum magnesium"),
                 placeholders(lf),

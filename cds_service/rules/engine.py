@@ -7,7 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from cds_service.clinical import model as m
+from cds_service.clinical.delta_checks import review_results
 from cds_service.rules import facts as F
+from cds_service.rules import suspect
 from cds_service.rules.consolidate import consolidate
 from cds_service.rules.context import EvalContext, satisfies
 from cds_service.rules.dose import compute_dose
@@ -22,7 +24,8 @@ def evaluate(knowledge: Knowledge, snapshot: m.ClinicalSnapshot, now: datetime) 
     """Every piece of advice the rules give for this snapshot at ``now`` (one per direction)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    ctx = EvalContext(snapshot, now, knowledge)
+    review = review_results(snapshot, now, knowledge.delta, knowledge.valuesets)
+    ctx = EvalContext(review.clean(snapshot), now, knowledge, review=review)
     ctx._cache["gate"] = gate(ctx)
     obstetric = _OBSTETRIC.evaluate(ctx, {}) is not None
     findings: list[Finding] = []
@@ -73,9 +76,12 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
     event: tuple[str, datetime] | None = None
     if rule.measure is not None:
         measure = ctx.knowledge.measures[rule.measure]
-        result = compute(measure, ctx, bindings)
+        result, on_suspect = suspect.latest_value(
+            rule, measure, compute(measure, ctx, bindings), ctx
+        )
         if result is None:
             return []
+        bindings.update(on_suspect)
         event = index_event(measure, ctx, bindings)
         bindings["sample_time"] = result.value.time
         bindings["measure_n"] = result.n

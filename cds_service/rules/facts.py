@@ -628,6 +628,24 @@ _register(
 )((_check_no_lab, _eval_no_lab))
 
 
+def _check_latest_suspect(params: Any, where: str, checker: Checker) -> None:
+    p = _mapping(params, where, {"kind"})
+    if p.get("kind") not in LAB_KINDS:
+        raise FactError(f"{where}.kind: expected one of {LAB_KINDS}")
+
+
+def _eval_latest_suspect(kind: str, ctx: EvalContext, b: Bindings) -> Bindings | None:
+    found = ctx.latest_suspect(kind)
+    return {"suspect_result": found.result} if found is not None else None
+
+
+_register(
+    "latest-suspect",
+    "the newest result of that kind (in the latest-serum-Mg window) is suspect (delta checks)",
+    lambda params: params["kind"],
+)((_check_latest_suspect, _eval_latest_suspect))
+
+
 def _check_weight(params: Any, where: str, checker: Checker) -> None:
     p = _mapping(params, where, {"within", "unit", *BOUND_KEYS})
     _duration(p.get("within"), f"{where}.within")

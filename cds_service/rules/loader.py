@@ -9,11 +9,13 @@ from typing import Any
 
 import yaml
 
+from cds_service.clinical.delta_checks import DeltaParams
 from cds_service.clinical.fhir_labs import NON_SERUM_SPECIMEN
 from cds_service.clinical.terminology import CodeRange, ValueSet, ValueSets, code_key, system_key
 from cds_service.clinical.units import Units, build_units
 from cds_service.rules import facts as F
 from cds_service.rules.context import AKI_SET, DIALYSIS_SET, MAGNESIUM_SETS
+from cds_service.rules.delta_params import DeltaParamsError, parse_delta_params
 from cds_service.rules.durations import parse_duration
 from cds_service.rules.measures import ANCHORS, PICKS, parse_window
 from cds_service.rules.model import (
@@ -52,7 +54,8 @@ PLACEHOLDERS = frozenset(
     "procedure "
     "condition drugs markers band n stage baseline nhs_stage values trend reason window since "
     "dose infusion bolus_minutes rate target monitoring_context age weight reasons rules missing "
-    "study design population effects reference_range unit exclusions nhs_stage".split()
+    "study design population effects reference_range unit exclusions nhs_stage "
+    "test previous change limit partner draw_window items refuted_by".split()
 )
 _THRESHOLD_KEYS = ("unit", "direction", "label", "effect", "indicator")
 # Optional per-locale translation of a rule's evidence: ``rules.<text key>.evidence``.
@@ -583,6 +586,28 @@ def _check_evidence_texts(path: Path, data: dict[str, Any], rules: tuple[Rule, .
                     )
 
 
+def load_delta_checks(
+    path: Path,
+    valuesets: ValueSets,
+    units: Units,
+    rules: tuple[Rule, ...],
+    measures: dict[str, Measure],
+) -> DeltaParams:
+    """Load ``delta-checks.yaml`` (suspect results, evidence.md §1).
+
+    :raises MappingError: a missing or unknown key or a bad value, naming the file and key.
+    """
+    raw = _read(path)
+    latest = {r.id for r in rules if r.measure and measures[r.measure].anchor == "now"}
+    try:
+        params = parse_delta_params(raw, valuesets, units, latest)
+    except DeltaParamsError as exc:
+        raise MappingError(f"{path}: {exc}") from None
+    for i, c in enumerate(raw["source"]):
+        _citation(c, f"{path}: source[{i}]")
+    return params
+
+
 def _fingerprint(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*.yaml")):
@@ -654,6 +679,7 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
     if len(set(ids)) != len(ids):
         raise MappingError(f"{root / 'rules'}: duplicate rule id")
     texts = load_texts(root / "text", rules, [g.id for g in gate])
+    delta = load_delta_checks(root / "delta-checks.yaml", valuesets, units, rules, measures)
     site_map = load_site(site, valuesets)
     for rid in site_map.disabled_rules | set(site_map.indicator_overrides):
         if rid not in ids:
@@ -673,4 +699,5 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
         reference_range=(float(ref["low"]), float(ref["high"])),
         albumin_correction=albumin,
         version=_fingerprint(root),
+        delta=delta,
     )

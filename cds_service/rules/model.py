@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from cds_service.clinical.aki import AkiCriteria
+from cds_service.clinical.delta_checks import DeltaParams
 from cds_service.clinical.terminology import ValueSets
 from cds_service.clinical.units import Units
 
@@ -199,6 +200,7 @@ class Knowledge:
     reference_range: tuple[float, float]
     albumin_correction: dict[str, Any]
     version: str
+    delta: DeltaParams  # suspect results (delta-checks.yaml)
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id.
