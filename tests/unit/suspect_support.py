@@ -17,7 +17,9 @@ Card = dict[str, Any]
 ICU = NOW - 2 * D
 
 
-def cards(k: Knowledge, snap: m.ClinicalSnapshot, now: datetime = NOW, locale: str = "en") -> list[Card]:
+def cards(
+    k: Knowledge, snap: m.ClinicalSnapshot, now: datetime = NOW, locale: str = "en"
+) -> list[Card]:
     """The CDS Hooks cards of one evaluation (validated against the response schema)."""
     out = CardRenderer(k, OrderCodes(MAPPINGS / "orders.yaml")).cards(
         evaluate(k, snap, now), snap, locale, now

@@ -56,7 +56,9 @@ def _load_with(tmp_path: Path, old: str, new: str) -> Knowledge:
 
 
 @pytest.mark.parametrize(("old", "new", "key"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_mistake_is_refused_naming_file_and_key(tmp_path: Path, old: str, new: str, key: str) -> None:
+def test_mistake_is_refused_naming_file_and_key(
+    tmp_path: Path, old: str, new: str, key: str
+) -> None:
     with pytest.raises(MappingError) as info:
         _load_with(tmp_path, old, new)
     message = str(info.value)
@@ -74,7 +76,11 @@ def test_missing_file_is_refused(tmp_path: Path) -> None:
 def test_real_file_loads_as_evidence_md_says(knowledge: Knowledge) -> None:
     p = knowledge.delta
     assert p.dilution_tests == ("serum-mg", "creatinine") and p.jump_test == "serum-mg"
-    assert (p.same_draw, p.fall_pct, p.fall_within) == (timedelta(minutes=5), 40, timedelta(hours=48))
+    assert (p.same_draw, p.fall_pct, p.fall_within) == (
+        timedelta(minutes=5),
+        40,
+        timedelta(hours=48),
+    )
     assert (p.rise, p.jump_within) == (2.0, timedelta(hours=24))
     assert (p.resolve_within, p.refute_pct) == (timedelta(hours=24), 25)
     assert p.still_used_by == {"hypermagnesemia-toxic"}

@@ -141,7 +141,9 @@ def test_jump_rise_edge(knowledge: Knowledge, value: float, unit: str, suspect: 
     found = cards(knowledge, snap)
     if suspect:
         card = suspect_card(found)
-        assert card["summary"].endswith("possible contamination or spurious result. Repeat the sample")
+        assert card["summary"].endswith(
+            "possible contamination or spurious result. Repeat the sample"
+        )
         assert "2 mg/dL (2024-05-09 15:00 UTC)" in card["detail"]  # the result before it
         assert "a rise of 2.0 mg/dL or more within 24 h" in card["detail"]
         assert "above the reference range" not in read(found)  # the suspect value drives nothing
@@ -154,7 +156,9 @@ def test_jump_rise_edge(knowledge: Knowledge, value: float, unit: str, suspect: 
 
 @pytest.mark.parametrize(("before", "suspect"), [(24 * H, True), (24 * H + MIN, False)],
                          ids=["previous-24h-before", "previous-24h-1min-before"])  # fmt: skip
-def test_jump_previous_within_24h_edge(knowledge: Knowledge, before: timedelta, suspect: bool) -> None:
+def test_jump_previous_within_24h_edge(
+    knowledge: Knowledge, before: timedelta, suspect: bool
+) -> None:
     snap = icu_patient(knowledge, mg=[mg(knowledge, 2.0, at=T - before), mg(knowledge, 4.2, at=T)])
     found = cards(knowledge, snap)
     assert no_suspect(found) is not suspect
@@ -171,8 +175,12 @@ MAGNESIUM = [  # (case, medication, suspect)
 ]
 
 
-@pytest.mark.parametrize(("make", "suspect"), [c[1:] for c in MAGNESIUM], ids=[c[0] for c in MAGNESIUM])
-def test_jump_with_and_without_magnesium_given(knowledge: Knowledge, make: object, suspect: bool) -> None:
+@pytest.mark.parametrize(
+    ("make", "suspect"), [c[1:] for c in MAGNESIUM], ids=[c[0] for c in MAGNESIUM]
+)
+def test_jump_with_and_without_magnesium_given(
+    knowledge: Knowledge, make: object, suspect: bool
+) -> None:
     medication: m.Medication = make()  # type: ignore[operator]
     snap = icu_patient(knowledge, mg=[mg(knowledge, 2.2, at=T - 20 * H), mg(knowledge, 5.0, at=T)],
                        medications=[medication])  # fmt: skip
@@ -183,7 +191,10 @@ def test_jump_with_and_without_magnesium_given(knowledge: Knowledge, make: objec
         assert "possible contamination or spurious result" in suspect_card(found)["summary"]
     else:
         assert no_suspect(found)
-        assert toxic["summary"] == "Serum Mg 5 mg/dL: toxic range. Stop magnesium; check reflexes, breathing and ECG"
+        assert (
+            toxic["summary"]
+            == "Serum Mg 5 mg/dL: toxic range. Stop magnesium; check reflexes, breathing and ECG"
+        )
 
 
 # --- hypermagnesemia-toxic on a suspect value -------------------------------------------
@@ -223,9 +234,16 @@ def test_refuted_within_25_percent_edge(knowledge: Knowledge, repeat: float, ref
     text = read(found)
     assert "Suspect " not in text
     if refuted:
-        assert sum(c["detail"].count("Excluded as spurious: serum Mg 4.5 mg/dL") for c in found) == 1
-        assert f"the repeat, {repeat:g} mg/dL (2024-05-10 11:00 UTC), is within 25 % of the result before it, 2 mg/dL" in text
-        assert "Serum Mg falling" not in text and "Serum Mg rising" not in text  # 4.5 is not a value
+        assert (
+            sum(c["detail"].count("Excluded as spurious: serum Mg 4.5 mg/dL") for c in found) == 1
+        )
+        assert (
+            f"the repeat, {repeat:g} mg/dL (2024-05-10 11:00 UTC), is within 25 % of the result before it, 2 mg/dL"
+            in text
+        )
+        assert (
+            "Serum Mg falling" not in text and "Serum Mg rising" not in text
+        )  # 4.5 is not a value
     else:  # confirmed: 4.5 is an ordinary result again, and the trend lists it
         assert "spurious" not in text
         (trend,) = [c["detail"] for c in found if "### Serum Mg falling" in c["detail"]
@@ -302,7 +320,10 @@ def test_suspect_latest_withholds_every_magnesium_suggestion(knowledge: Knowledg
     snap = icu_patient(knowledge, icu=None, medications=[med(CISPLATIN, draft=True)], **labs)
     found = cards(knowledge, snap)
     prevention = next(c for c in found if "Cisplatin ordered" in c["summary"])
-    assert "the latest serum Mg is suspect (possible dilution or spurious result): repeat the sample first" in prevention["detail"]
+    assert (
+        "the latest serum Mg is suspect (possible dilution or spurious result): repeat the sample first"
+        in prevention["detail"]
+    )
     assert resources(found, "MedicationRequest") == []
     (order,) = resources(found, "ServiceRequest")
     assert order["code"]["coding"][0]["code"] == "19123-9"
@@ -313,9 +334,15 @@ def test_suspect_latest_withholds_every_magnesium_suggestion(knowledge: Knowledg
 def test_suspect_finding_carries_the_result(knowledge: Knowledge) -> None:
     """``context["suspect"]``: the suspect LabResult, on every mg-data-quality finding about one."""
     snap = icu_patient(knowledge, **diluted(knowledge, T))
-    quality = [f for a in evaluate(knowledge, snap, NOW) for f in a.findings if f.rule_id == "mg-data-quality"]
+    quality = [
+        f
+        for a in evaluate(knowledge, snap, NOW)
+        for f in a.findings
+        if f.rule_id == "mg-data-quality"
+    ]
     assert [(f.context["suspect"].kind, f.context["suspect"].value) for f in quality] == [
-        (m.SERUM_MG, 0.9), (m.CREATININE, 0.9)
+        (m.SERUM_MG, 0.9),
+        (m.CREATININE, 0.9),
     ]
     assert all(f.context["suspect"] is snap.serum_mg[-1] or f.context["suspect"] is snap.creatinine[-1]
                for f in quality)  # fmt: skip
@@ -353,10 +380,11 @@ def test_issue_case_at_engine_level(knowledge: Knowledge) -> None:
     labs = diluted(knowledge, T - 2 * H)
     at_draw = cards(knowledge, icu_patient(knowledge, **labs), T - 2 * H + 5 * MIN)
     _assert_suspect_low(at_draw, "0.9 mg/dL")
-    assert all(c["indicator"] != "critical" for c in at_draw) and "Urgent repletion" not in read(at_draw)
+    assert all(c["indicator"] != "critical" for c in at_draw) and "Urgent repletion" not in read(
+        at_draw
+    )
     labs["mg"].append(mg(knowledge, 2.8, at=T))
     labs["creatinine"].append(creatinine(knowledge, 2.7, T))
     after: list[dict[str, object]] = cards(knowledge, icu_patient(knowledge, **labs))
     assert "AKI stage" not in read(after)
     assert sum(c["detail"].count("Excluded as spurious") for c in after) == 1
-
