@@ -108,23 +108,24 @@ class Review:
         hidden = self.hidden
         if not hidden:
             return snapshot
-        series = {
-            m.SERUM_MG: "serum_mg",
-            m.IONIZED_MG: "ionized_mg",
-            m.CREATININE: "creatinine",
-            m.ALBUMIN: "albumin",
-            m.EGFR: "egfr",
-            m.WEIGHT: "weight",
-        }
-        kinds = {r.kind for r in hidden}
-        changes = {
-            series[k]: tuple(r for r in snapshot.series(k) if r not in hidden) for k in kinds
-        }
-        return replace(snapshot, **changes)  # type: ignore[arg-type]
+
+        def keep(series: tuple[m.LabResult, ...]) -> tuple[m.LabResult, ...]:
+            return tuple(r for r in series if r not in hidden)
+
+        return replace(
+            snapshot,
+            serum_mg=keep(snapshot.serum_mg),
+            ionized_mg=keep(snapshot.ionized_mg),
+            creatinine=keep(snapshot.creatinine),
+            albumin=keep(snapshot.albumin),
+            egfr=keep(snapshot.egfr),
+            weight=keep(snapshot.weight),
+        )
 
 
-def _at_least(value: float, limit: float) -> bool:
-    return value >= limit - _REL_TOLERANCE * max(1.0, abs(limit))
+def _less_noise(limit: float) -> float:
+    """A lower limit less float noise: a value at the limit, after conversion, counts as at it."""
+    return limit - _REL_TOLERANCE * max(1.0, abs(limit))
 
 
 def _at_most(value: float, limit: float) -> bool:
@@ -162,6 +163,9 @@ class _Reader:
         self.unresolved: list[Suspect] = []
         self.resolved: list[Resolution] = []
         self._magnesium: list[m.Medication] | None = None
+        # the limits less float noise, so that a value at a limit counts as at it
+        self.rise_min = _less_noise(params.rise)
+        self.fall_min = _less_noise(params.fall_pct)
 
     def read(self, result: m.LabResult) -> None:
         track = self.tracks[result.kind]
@@ -195,14 +199,14 @@ class _Reader:
         if (
             result.kind == p.jump_test
             and gap <= p.jump_within
-            and _at_least(result.value - prev.value, p.rise)
+            and result.value - prev.value >= self.rise_min
             and not self._given(prev.time, result.time)
         ):
             return Suspect(result, JUMP, prev)
         if (
-            result.kind not in p.dilution_tests
-            or gap > p.fall_within
-            or not _at_least(fall_pct(result, prev), p.fall_pct)
+            gap > p.fall_within
+            or result.kind not in p.dilution_tests
+            or fall_pct(result, prev) < self.fall_min
         ):
             return None
         partners = [self.tracks[k].fell for k in p.dilution_tests if k != result.kind]
