@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.integration.hooks_support import (
     positive_control,
     searchset,
 )
+from tests.unit.suspect_support import EDGES, assert_reads
 
 PV = SERVICE + "patient-view"
 
@@ -143,3 +145,37 @@ def test_toxic_on_a_suspect_value(client: FlaskClient, locale: str, lead: str) -
     assert toxic["source"]["topic"]["code"] == "hypermagnesemia-toxic"  # the lead
     assert suggested(found, "MedicationRequest") == []
     assert len(suggested(found, "ServiceRequest")) == 1  # the repeat, on the data-quality card
+
+
+@pytest.mark.parametrize(("mg", "creatinine", "expect", "shown"), [c[1:] for c in EDGES],
+                         ids=[c[0] for c in EDGES])  # fmt: skip
+def test_parameter_edges_over_cds_hooks(
+    client: FlaskClient, mg: list[tuple[float, int]], creatinine: list[tuple[float, int]],
+    expect: str, shown: str,
+) -> None:  # fmt: skip
+    """Exact times (to the second) around a draw 10 min before the call."""
+    draw = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+
+    def obs(rid: str, value_set: str, value: float, offset: int) -> dict[str, Any]:
+        o = observation(rid, value_set, value, "mg/dL", 0)
+        o["effectiveDateTime"] = (draw + timedelta(seconds=offset)).isoformat()
+        return o
+
+    req = positive_control()
+    req["prefetch"]["magnesium"] = searchset(
+        *(obs(f"mg-{i}", "serum-magnesium-mass", v, t) for i, (v, t) in enumerate(mg))
+    )
+    renal = creatinine or [(0.9, -3 * 3600)]  # the jump cases: a creatinine of their own
+    req["prefetch"]["creatinine"] = searchset(
+        *(obs(f"cr-{i}", "creatinine", v, t) for i, (v, t) in enumerate(renal))
+    )
+    assert_reads(read(cards(client, req)), expect, shown)
+
+
+def test_suspect_confirmed_by_the_repeat_over_cds_hooks(client: FlaskClient) -> None:
+    """A jump to 4.9 (suspect), then 5.1 two hours later: 4.9 is confirmed, ordinary again."""
+    found = cards(client, request([(2.2, 6), (4.9, 3), (5.1, 1)], [(0.9, 2)]))
+    (toxic,) = [c for c in found if c["indicator"] == "critical"]
+    assert toxic["summary"].startswith("Serum Mg 5.1 mg/dL: toxic range. Stop magnesium")
+    assert "4.9 mg/dL" in toxic["detail"]  # the confirmed result, listed by the trend
+    assert "Suspect " not in read(found) and "spurious" not in read(found)

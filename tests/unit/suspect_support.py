@@ -81,3 +81,38 @@ def no_suspect(found: list[Card]) -> bool:
     """No card names a suspect or spurious result."""
     text = read(found)
     return "Suspect " not in text and "spurious" not in text
+
+
+# --- one table of parameter edges, replayed over both channels --------------------------------
+# Each case: Mg and creatinine as (value, offset from the draw under test); the evaluation is
+# 10 minutes after the draw (after the last result); what the clinician should read then:
+# "suspect" (a "Suspect serum Mg" card), "spurious" (the exclusion note) or "none" (neither,
+# and ``shown`` appears: the result is used as an ordinary one).
+M = 60  # seconds
+EDGES: list[tuple[str, list[tuple[float, int]], list[tuple[float, int]], str, str]] = [
+    ("fall-40%", [(2.5, -6 * 3600), (1.5, 0)], [(2.0, -6 * 3600), (1.2, 0)], "suspect", ""),
+    ("fall-39.9%", [(2.5, -6 * 3600), (1.5025, 0)], [(2.0, -6 * 3600), (1.2, 0)], "none", "1.5 mg/dL"),
+    ("same-draw-5min", [(2.5, -6 * 3600), (1.5, 0)], [(2.0, -6 * 3600), (1.2, 5 * M)], "suspect", ""),
+    ("same-draw-5min-1s", [(2.5, -6 * 3600), (1.5, 0)], [(2.0, -6 * 3600), (1.2, 5 * M + 1)], "none", "1.5 mg/dL"),
+    ("previous-48h", [(2.5, -48 * 3600), (1.5, 0)], [(2.0, -48 * 3600), (1.2, 0)], "suspect", ""),
+    ("previous-48h-1min", [(2.5, -48 * 3600 - M), (1.5, 0)], [(2.0, -48 * 3600 - M), (1.2, 0)], "none", "1.5 mg/dL"),
+    ("rise-2.0", [(2.0, -20 * 3600), (4.0, 0)], [], "suspect", ""),
+    ("rise-1.99", [(2.0, -20 * 3600), (3.99, 0)], [], "none", "3.99 mg/dL"),
+    ("jump-previous-24h", [(2.0, -24 * 3600), (4.2, 0)], [], "suspect", ""),
+    ("jump-previous-24h-1min", [(2.0, -24 * 3600 - M), (4.2, 0)], [], "none", "4.2 mg/dL"),
+    ("repeat-within-25%", [(2.0, -20 * 3600), (4.5, -2 * 3600), (2.5, 0)], [], "spurious", ""),
+    ("repeat-25.5%-confirms", [(2.0, -20 * 3600), (4.5, -2 * 3600), (2.51, 0)], [], "none", "2.51 mg/dL"),
+    ("repeat-24h-after", [(2.0, -44 * 3600), (4.5, -24 * 3600), (2.5, 0)], [], "spurious", ""),
+    ("repeat-24h-1min-after", [(2.0, -44 * 3600 - M), (4.5, -24 * 3600 - M), (2.6, 0)], [], "none", "2.6 mg/dL"),
+]  # fmt: skip
+
+
+def assert_reads(text: str, expect: str, shown: str) -> None:
+    """What the clinician reads for one edge case (``text``: every card's text)."""
+    if expect == "suspect":
+        assert "Suspect serum Mg" in text, text
+    elif expect == "spurious":
+        assert "Excluded as spurious: serum Mg 4.5 mg/dL" in text and "Suspect " not in text, text
+    else:
+        assert "Suspect " not in text and "spurious" not in text, text
+        assert shown in text, text

@@ -7,28 +7,36 @@ and, over ``POST /hl7v2`` with JSON, the same advice as cards: both are checked 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from cds_service.events.ingest import Ingestor
 from cds_service.events.messages import Outcome
 from cds_service.render.cards import CardRenderer
 from cds_service.render.fhir import OrderCodes
+from cds_service.store import dispose_engine
 from cds_service.store.events_models import AdviceIssued
-from tests.hl7support import ROOT, msa, rows
+from tests.hl7support import ROOT, make_ingestor, msa, rows
+from tests.unit.suspect_support import EDGES, assert_reads
 
 DAY = datetime(2024, 5, 10, tzinfo=UTC)
 
 
-def oru(control_id: str, at: datetime, mg: float, creatinine: float | None = None) -> bytes:
-    """An ORU^R01 for the ICU patient: serum Mg (and creatinine) collected at ``at`` (UTC)."""
+def oru(control_id: str, at: datetime, mg: float | None, creatinine: float | None = None) -> bytes:
+    """An ORU^R01 for the ICU patient: serum Mg and/or creatinine collected at ``at`` (UTC)."""
     ts = at.strftime("%Y%m%d%H%M%S") + "+0000"
     segments = [
         f"MSH|^~\\&|LIS|GENHOSP|CDS|GENHOSP|{ts}||ORU^R01^ORU_R01|{control_id}|P|2.5.1",
         "PID|1||MRN4242^^^GENHOSP^MR||Testpatient^Bea||19600101|F",
         "PV1|1|I|MICU^3^A^GENHOSP||||||||||||||||V4242|||||||||||||||||||||||||20240508080000+0000",
         f"OBR|1|ORD-{control_id}^CPOE|FIL-{control_id}^LIS|80048^Basic metabolic panel^C4|||{ts}",
-        f"OBX|1|NM|19123-9^Magnesium [Mass/volume] in Serum or Plasma^LN||{mg}|mg/dL|1.7-2.5||||F|||{ts}",
     ]
+    if mg is not None:
+        segments.append(
+            f"OBX|1|NM|19123-9^Magnesium [Mass/volume] in Serum or Plasma^LN||{mg}|mg/dL|1.7-2.5||||F|||{ts}"
+        )
     if creatinine is not None:
         segments.append(
             f"OBX|2|NM|2160-0^Creatinine [Mass/volume] in Serum or Plasma^LN||{creatinine}|mg/dL|0.6-1.2||||F|||{ts}"
@@ -121,3 +129,30 @@ def test_a_late_repeat_leaves_the_result_suspect(ing: Ingestor) -> None:
     assert "AKI stage" not in text(cards) and "spurious" not in text(cards)
     assert "Suspect " not in text(cards)
     assert not any(a.rule_id == "aki-kdigo" for a in rows(ing, AdviceIssued))  # 2.7 vs 0.9: stage 3
+
+
+@pytest.mark.parametrize(("mg", "creatinine", "expect", "shown"), [c[1:] for c in EDGES],
+                         ids=[c[0] for c in EDGES])  # fmt: skip
+def test_parameter_edges_over_hl7(
+    tmp_path: Path, mg: list[tuple[float, int]], creatinine: list[tuple[float, int]],
+    expect: str, shown: str,
+) -> None:  # fmt: skip
+    """One ORU per collection time, in order; each arrives a minute after it was drawn."""
+    url = f"sqlite:///{tmp_path / 'edges.db'}"
+    ing = make_ingestor(url)
+    draw = DAY.replace(hour=12)
+    times = sorted({t for _, t in mg} | {t for _, t in creatinine})
+    seen: list[str] = []
+    last: list[dict[str, Any]] = []
+    for n, t in enumerate(times):
+        at = draw + timedelta(seconds=t)
+        mg_value = next((v for v, tt in mg if tt == t), None)
+        cr_value = next((v for v, tt in creatinine if tt == t), None)
+        last = send(ing, oru(f"EDGE-{n}", at, mg_value, cr_value), at + timedelta(minutes=1))
+        seen.append(text(last))
+    dispose_engine(url)
+    if expect == "none":  # used as an ordinary result (some time in the sequence), never suspect
+        assert shown in "\n".join(seen)
+        assert "Suspect " not in text(last) and "spurious" not in text(last)
+    else:
+        assert_reads(text(last), expect, shown)
