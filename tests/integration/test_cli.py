@@ -161,18 +161,24 @@ def test_10002428_micu_admission_mg_1_4(capsys: pytest.CaptureFixture[str], tmp_
 
 def test_10002428_extreme_mg_8_6(capsys: pytest.CaptureFixture[str]) -> None:
     """At 02:00 on 04-13 the latest Mg is 8.6 mg/dL (01:41): >= 4.8, hypermagnesemia-toxic
-    (critical, high). The admission and ICU-admission measures still pick the earliest
-    value (1.4), so the low card stays; the latest is no longer in (1.1, 1.7), so the
-    repletion rule and its suggestion are gone. Two Mg in 72 h: no trend (needs 3)."""
+    (critical, high). It is 7.2 mg/dL above the 1.4 of 6 h before with no magnesium in the
+    bundle: a suspect jump (evidence.md §1), so the toxic card leads with the repeat and the
+    monitoring card names the suspect result and suggests repeating it. The admission and
+    ICU-admission measures still pick the earliest value (1.4), so the low card stays; the
+    latest is no longer in (1.1, 1.7), so the repletion rule and its suggestion are gone.
+    Two Mg in 72 h: no trend (needs 3)."""
     doc = evaluate(capsys, str(MIMIC / "10002428.json"), "--now", "2156-04-13T02:00:00Z")
     check_contract(doc)
     by = cards(only_patient(doc))
-    assert set(by) == {"low", "high"}
+    assert set(by) == {"low", "high", "monitoring"}
     high = by["high"]
     assert high["rules"] == ["hypermagnesemia-toxic"]
     assert high["indicator"] == "critical"
     assert high["magnesium"]["value_mg_dl"] == 8.6
     assert high["suggestions"] == []
+    assert high["summary"].startswith("Confirm with a repeat sample; stop magnesium meanwhile")
+    assert by["monitoring"]["summary"].startswith("Suspect serum Mg 8.6 mg/dL")
+    assert [s["resource"]["resourceType"] for s in by["monitoring"]["suggestions"]] == ["ServiceRequest"]
     assert re.search(r"reflex", high["summary"] + high["detail"], re.I)
     assert "calcium" in high["detail"].lower()
     assert by["low"]["rules"] == ["admission-u-shape", "icu-admission-low"]
