@@ -21,7 +21,11 @@ _OBSTETRIC = F.compile_fact(("obstetric", None))
 
 
 def evaluate(knowledge: Knowledge, snapshot: m.ClinicalSnapshot, now: datetime) -> list[Advice]:
-    """Every piece of advice the rules give for this snapshot at ``now`` (one per direction)."""
+    """Every piece of advice the rules give for this snapshot at ``now`` (one per direction).
+
+    The serum Mg and creatinine known at ``now`` are reviewed first (delta checks); the rules
+    read the snapshot without suspect and spurious results (``rules/suspect.py``).
+    """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     review = review_results(snapshot, now, knowledge.delta, knowledge.valuesets)
