@@ -8,6 +8,10 @@ the latest value). ``current`` is always the newest creatinine at or before
 now. A date-only creatinine is used only in windows of 7 days or longer (so
 never for the 48-hour rise). Dialysis counts for stage 3 when it started
 within the episode window.
+
+The engine passes only usable creatinine: suspect and spurious results (delta checks,
+``clinical/delta_checks.py``, evidence.md §1) are removed before, so they are never a
+baseline or a current value.
 """
 
 from __future__ import annotations

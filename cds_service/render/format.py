@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from cds_service.clinical import model as m
-from cds_service.clinical.numbers import as_reported
+from cds_service.clinical.numbers import Reported, as_reported, decimals
 from cds_service.rules.model import Bounds, Knowledge, NamedQuantity
 
 QUANTITY_OF_KIND = {
@@ -64,7 +64,10 @@ class Formatter:
         return q.preferred.get(unit.strip(), unit)
 
     def number(self, x: float | int) -> str:
-        """A number as reported (rule files, results): ``1.70``, ``16``."""
+        """A number as reported (rule files, results): ``1.70``, ``16``; a computed float with
+        more than 3 decimals is rounded to 3 (no ``0.6171569635877392 mmol/L`` on a card)."""
+        if isinstance(x, float) and not isinstance(x, Reported) and decimals(x) > 3:
+            return trimmed(x, 3)
         return as_reported(x)
 
     def amount(self, x: float | int, unit: str) -> str:
@@ -79,7 +82,7 @@ class Formatter:
         """``72 h``, ``7 days``, ``15 min`` (``format.hours``/``days``/``minutes``)."""
         seconds = delta.total_seconds()
         hours = seconds / 3600
-        if hours >= 48 and hours % 24 == 0:
+        if hours > 72 and hours % 24 == 0:  # 48 h and 72 h stay in hours, as protocols say them
             days = int(hours // 24)
             return f"{days} {self.f['day' if days == 1 else 'days']}"
         if hours >= 1 and hours == int(hours):
@@ -187,10 +190,12 @@ class Formatter:
         return f" {self.f['and']} ".join(parts) + f" {shown}"
 
     def bounds_any(self, b: Bounds) -> str:
-        """Bounds in their own unit, for any quantity (age in years or months too)."""
+        """Bounds of any quantity: magnesium and creatinine in the locale's first unit, others
+        (eGFR, weight) in their own, age in years or months."""
         for name, q in self.k.units.quantities.items():
             if b.unit in q.preferred:
-                return self.bounds(name, b, q.preferred[b.unit])
+                shown = None if name in self.f.get("reading_units", {}) else q.preferred[b.unit]
+                return self.bounds(name, b, shown)
         unit = (self.f.get("units") or {}).get(b.unit, b.unit)
         parts = [
             f"{sym} {self.number(getattr(b, op))}"
@@ -203,7 +208,7 @@ class Formatter:
         """The unit a value of this quantity is shown in first."""
         return self._primary_unit(quantity, received)
 
-    def named(self, quantity: str | None, q: NamedQuantity) -> str:
+    def named(self, quantity: str | None, q: NamedQuantity, *, both: bool = True) -> str:
         """A named number of a rule file: ``about 12 mg/dL``, ``4.8-8.4 mg/dL``, ``48-72 h``."""
         unit = q.unit
         conv = quantity is not None and quantity in self.k.units.quantities
@@ -221,7 +226,7 @@ class Formatter:
             text = f"{one(q.low)}{self.f['range']}{one(q.high)}"
         unit_text = shown if conv else self.f.get("units", {}).get(unit, unit)
         text = f"{text} {unit_text}"
-        other = self._other_unit(quantity, shown) if conv and quantity else None
+        other = self._other_unit(quantity, shown) if conv and quantity and both else None
         if other is not None and quantity is not None:
             vals = [q.value] if q.value is not None else [q.low, q.high]
             second = self.f["range"].join(

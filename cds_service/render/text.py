@@ -170,12 +170,16 @@ class TextRenderer:
         out = []
         if any(w.rule_id == f.rule_id for w in advice.withheld):
             out.append("withheld")
-        if rule.advises_repletion and advice.gate:
+        if rule.advises_repletion and advice.gate and _side(f) != "high":
             out.append("gated")
         if f.no_dose_reason:
             out.append("no_dose")
         if f.context.obstetric:
             out.append("obstetric")
+        if f.context.spurious:
+            out.append("spurious")
+        if f.context.delta is not None:
+            out += [f.context.delta.reason, "suspect"]
         if f.context.procedure_state == "planned":
             out.append("planned")
         if rule.show_conditions:
@@ -233,6 +237,10 @@ class TextRenderer:
         if action:
             lines.append(self._labelled(common["what_to_do"], action))
         evidence = self.evidence_line(rule)
+        own_line = self._field(rule, "evidence_line", variants, values)
+        if own_line is not None:  # e.g. delta checks: locally set limits, not a study
+            links = ", ".join(f"[{c.ref}]({c.link})" for c in rule.citations if c.link)
+            evidence = f"{own_line} {links}".strip()
         if withheld or "no_dose" in variants:
             regimen = self._field(rule, "regimen", variants, values)
             if regimen:
@@ -283,8 +291,9 @@ class TextRenderer:
 
     def _magnesium_line(self, advice: Advice) -> str | None:
         """The serum Mg the card is about (not on the AKI card, nor beside an unusable result)."""
-        if advice.direction == "aki" or advice.findings[0].context.excluded is not None:
-            return None
+        lead = advice.findings[0].context
+        if advice.direction == "aki" or lead.excluded is not None or lead.delta or lead.spurious:
+            return None  # the finding's own text names the result it is about
         common = self.t["common"]
         mg = advice.magnesium
         if mg is None:
@@ -311,7 +320,8 @@ class TextRenderer:
             med_label = self.fill(template, values[id(mf)]) if template else None
         if advice.lab_suggestion is not None:
             lf = advice.lab_suggestion
-            template = self.pick(self.rule_text(self.k.rule(lf.rule_id)).get("label"), ("default",))
+            node = self.rule_text(self.k.rule(lf.rule_id)).get("label")
+            template = self.pick(node, self.variants(advice, lf, values[id(lf)]))
             is_med = bool(lf.suggestion and lf.suggestion.get("kind") == "medication")
             if template is None or is_med:
                 lab_label = str(common["measure_mg_label"])

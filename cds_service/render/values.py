@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from cds_service.clinical import model as m
+from cds_service.clinical.delta_checks import DILUTION, fall_pct
 from cds_service.render.format import trimmed
 from cds_service.rules.durations import parse_duration
 from cds_service.rules.facts import parse_bounds
@@ -165,7 +166,86 @@ class FindingValues(Mapping[str, str]):
             return args.rising_latest, args.rising_rise
         return None
 
+    # --- suspect results (delta checks) ------------------------------------------------------
+
+    def _result(self, r: m.LabResult) -> dict[str, str]:
+        """``{test} {value} ({time})`` of one result of a delta check."""
+        tests: dict[str, str] = self.r.t["common"]["tests"]
+        return {
+            "test": tests.get(r.kind, r.kind),
+            "value": self.fmt.lab(r, both=False),
+            "time": self.fmt.time(r.time),
+        }
+
+    def _stated(self, r: m.LabResult) -> str:
+        vals = self._result(r)
+        return self.fmt.after(vals["value"], vals["time"])
+
+    def p_test(self) -> str | None:
+        r = self.c.suspect or (self.c.spurious[0].suspect.result if self.c.spurious else None)
+        return None if r is None else self._result(r)["test"]
+
+    def p_previous(self) -> str | None:
+        d = self.c.delta
+        return None if d is None else self._stated(d.previous)
+
+    def p_draw_window(self) -> str | None:
+        return self.fmt.duration(self.r.k.delta.same_draw) if self.c.delta else None
+
+    def p_partner(self) -> str | None:
+        d = self.c.delta
+        if d is None or not d.draw:
+            return None
+        template = self.r.rule_text(self.rule)["parts"]["partner"]
+        parts = []
+        for r, before in d.draw:
+            vals = {**self._result(r), "change": self._percent(fall_pct(r, before))}
+            vals["previous"] = self._stated(before)
+            parts.append(self.r.fill(template, vals))
+        return self.fmt.join(parts, "clause")
+
+    def p_items(self) -> str | None:
+        if not self.c.spurious:
+            return None
+        template = self.r.rule_text(self.rule)["parts"]["item"]
+        limit = self._percent(self.r.k.delta.refute_pct)
+        return self.fmt.join(
+            (
+                self.r.fill(
+                    template,
+                    {
+                        **self._result(n.suspect.result),
+                        "refuted_by": self._stated(n.by),
+                        "previous": self._stated(n.suspect.previous),
+                        "limit": limit,
+                    },
+                )
+                for n in self.c.spurious
+            ),
+            "clause",
+        )
+
+    def p_spurious_results(self) -> str | None:
+        if not self.c.spurious:
+            return None
+        return self.fmt.join(
+            (
+                f"{self._result(n.suspect.result)['test']} {self._stated(n.suspect.result)}"
+                for n in self.c.spurious
+            ),
+            "clause",
+        )
+
+    def _percent(self, x: float) -> str:
+        return f"{trimmed(x, 0)}{self.r.t['format']['percent']}"
+
     def p_change(self) -> str | None:
+        d = self.c.delta
+        if d is not None:
+            if d.reason == DILUTION:
+                return self._percent(fall_pct(d.result, d.previous))
+            rise = d.result.value - d.previous.value
+            return self.fmt.canonical_value("magnesium", rise, both=False)
         found = self._trend()
         if found is None:
             return None
@@ -175,6 +255,12 @@ class FindingValues(Mapping[str, str]):
         return self.fmt.named("magnesium", NamedQuantity(b.unit, value=value))
 
     def p_limit(self) -> str | None:
+        d = self.c.delta
+        if d is not None:
+            params = self.r.k.delta
+            if d.reason == DILUTION:
+                return self._percent(params.fall_pct)
+            return self.fmt.canonical_value("magnesium", params.rise, both=False)
         found = self._trend()
         return None if found is None else self.fmt.bounds("magnesium", found[0])
 
@@ -233,6 +319,12 @@ class FindingValues(Mapping[str, str]):
         return None if self.c.age is None else str(self.c.age)
 
     def p_window(self) -> str | None:
+        d = self.c.delta
+        if d is not None:
+            params = self.r.k.delta
+            return self.fmt.duration(
+                params.fall_within if d.reason == DILUTION else params.jump_within
+            )
         return None if self.c.window is None else self.fmt.duration(self.c.window)
 
     def p_since(self) -> str | None:
@@ -330,6 +422,8 @@ class FindingValues(Mapping[str, str]):
         return self.fmt.named(None, NamedQuantity(d["unit"], low=d["low"], high=d["high"]))
 
     def p_reason(self) -> str | None:
+        if self.c.delta is not None:
+            return str(self.r.t["common"]["suspect"][self.c.delta.reason])
         ex = self.c.excluded
         if ex is not None:
             reasons = self.r.rule_text(self.rule).get("reasons") or {}
@@ -465,7 +559,7 @@ class FindingValues(Mapping[str, str]):
 
     def p_reference_range(self) -> str | None:
         low, high = self.r.k.reference_range
-        text = self.fmt.named("magnesium", NamedQuantity("mg/dL", low=low, high=high))
+        text = self.fmt.named("magnesium", NamedQuantity("mg/dL", low=low, high=high), both=False)
         lab = next((v.reference_range for v in self.f.values if v.reference_range), None)
         if lab:
             text = self.fmt.after(text, f"{self.r.t['common']['lab_range']}: {lab}")
@@ -477,7 +571,7 @@ def gate_values(r: TextRenderer, context: Any, params: Any) -> dict[str, str]:
     fmt = r.fmt
     vals: dict[str, str] = {}
     if context.lab is not None:
-        vals["value"] = fmt.lab(context.lab, both=context.lab.kind != m.WEIGHT)
+        vals["value"] = fmt.lab(context.lab, both=False)
     if context.egfr is not None:
         e = context.egfr
         number = f"{e.value:.0f}"

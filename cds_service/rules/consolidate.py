@@ -40,8 +40,15 @@ def _is_med(f: Finding) -> bool:
 
 
 def _contradicted(findings: list[Finding], ctx: EvalContext) -> set[str]:
-    """Directions the latest serum Mg contradicts (evidence.md §6)."""
+    """Directions the latest serum Mg contradicts (evidence.md §6).
+
+    A suspect latest result counts here (and only here): until its repeat, no card
+    advises treating a low Mg beside a possibly toxic one, or the reverse.
+    """
     latest = ctx.latest(m.SERUM_MG, ctx.now - ctx.latest_mg_start)
+    suspect = ctx.latest_suspect(m.SERUM_MG)
+    if suspect is not None and (latest is None or suspect.result.time > latest.time):
+        latest = suspect.result
     if latest is None:
         return set()
     low, high = ctx.knowledge.reference_range

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from cds_service.clinical import model as m
 from cds_service.clinical.aki import AkiStatus, assess_aki
+from cds_service.clinical.delta_checks import Review, Suspect
 from cds_service.clinical.egfr import computed_egfr
 from cds_service.clinical.terminology import ItemsBySet
 from cds_service.rules.model import Bounds, EgfrValue, GateHit, Knowledge
@@ -75,11 +76,16 @@ def satisfies(comparator: str | None, bounds: Bounds, value_in_unit: float) -> b
 
 @dataclass
 class EvalContext:
-    """Everything one evaluation shares: snapshot, now, knowledge, cached derivations."""
+    """Everything one evaluation shares: snapshot, now, knowledge, cached derivations.
+
+    ``snapshot`` holds only the results rules may use: the engine removes suspect and
+    spurious ones first; ``review`` (clinical/delta_checks.py) says which and why.
+    """
 
     snapshot: m.ClinicalSnapshot
     now: datetime
     knowledge: Knowledge
+    review: Review = field(default_factory=Review)
     # Work done at most once per evaluation: the usable results per window and the times of
     # each series (``results``), the value of each measure per anchor (rules/measures.py),
     # and the exact age in months per time (the ``age`` fact).
@@ -130,6 +136,11 @@ class EvalContext:
         """The newest usable result of a kind in [now - within, now]."""
         found = self.results(kind, self.now - within, self.now)
         return found[-1] if found else None
+
+    def latest_suspect(self, kind: str) -> Suspect | None:
+        """The newest result of a kind when it is suspect and in the latest-serum-Mg window."""
+        found = self.review.latest_suspect(kind)
+        return found if found is not None and found.result.time >= self.latest_mg_start else None
 
     @cached_property
     def encounter(self) -> m.Encounter | None:

@@ -6,7 +6,9 @@ from dataclasses import replace
 from datetime import datetime
 
 from cds_service.clinical import model as m
+from cds_service.clinical.delta_checks import review_results
 from cds_service.rules import facts as F
+from cds_service.rules import suspect
 from cds_service.rules.consolidate import consolidate
 from cds_service.rules.context import EvalContext, satisfies
 from cds_service.rules.dose import NoDose, compute_dose
@@ -32,10 +34,15 @@ AT_TARGET = "at-target"
 
 
 def evaluate(knowledge: Knowledge, snapshot: m.ClinicalSnapshot, now: datetime) -> list[Advice]:
-    """Every piece of advice the rules give for this snapshot at ``now`` (one per direction)."""
+    """Every piece of advice the rules give for this snapshot at ``now`` (one per direction).
+
+    The serum Mg and creatinine known at ``now`` are reviewed first (delta checks); the rules
+    read the snapshot without suspect and spurious results (``rules/suspect.py``).
+    """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    ctx = EvalContext(snapshot, now, knowledge)
+    review = review_results(snapshot, now, knowledge.delta, knowledge.valuesets)
+    ctx = EvalContext(review.clean(snapshot), now, knowledge, review=review)
     ctx.gate = gate(ctx)
     obstetric = _OBSTETRIC.evaluate(ctx, {}) is not None
     findings: list[Finding] = []
@@ -108,9 +115,12 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
     event: tuple[str, datetime] | None = None
     if rule.measure is not None:
         measure = ctx.knowledge.measures[rule.measure]
-        result = compute(measure, ctx, bindings)
+        result, on_suspect = suspect.latest_value(
+            rule, measure, compute(measure, ctx, bindings), ctx
+        )
         if result is None:
             return []
+        bindings.update(on_suspect)
         event = index_event(measure, ctx, bindings)
         aki = bindings.get("aki")
         if event is not None and aki is not None and aki.onset is not None and aki.onset > event[1]:

@@ -69,9 +69,7 @@ def parse_bounds(raw: object, where: str, quantity: str | None, checker: Checker
     if quantity and checker is not None and not checker.unit_ok(quantity, raw["unit"]):
         raise FactError(f"{where}: unit {raw['unit']!r} is not a unit of {quantity}")
     # a float keeps its reported decimals (clinical/numbers.py): 40 kg, 1.70
-    return Bounds(
-        unit=raw["unit"], **{k: v if isinstance(v, float) else float(v) for k, v in found.items()}
-    )
+    return Bounds(unit=raw["unit"], **found)
 
 
 def parse_fact(term: object, where: str) -> Fact:
@@ -655,6 +653,24 @@ _register(
     "no usable result of those kinds within the window before now",
     _prepare_no_lab,
 )((_check_no_lab, _eval_no_lab))
+
+
+def _check_latest_suspect(params: Any, where: str, checker: Checker) -> None:
+    p = _mapping(params, where, {"kind"})
+    if p.get("kind") not in LAB_KINDS:
+        raise FactError(f"{where}.kind: expected one of {LAB_KINDS}")
+
+
+def _eval_latest_suspect(kind: str, ctx: EvalContext, b: Bindings) -> Bindings | None:
+    found = ctx.latest_suspect(kind)
+    return {"lab": found.result, "delta": found} if found is not None else None
+
+
+_register(
+    "latest-suspect",
+    "the newest result of that kind (in the latest-serum-Mg window) is suspect (delta checks)",
+    lambda params: params["kind"],
+)((_check_latest_suspect, _eval_latest_suspect))
 
 
 def _check_weight(params: Any, where: str, checker: Checker) -> None:

@@ -38,7 +38,7 @@ EVIDENCE_TEXT_KEYS = (
     "effect_measures",
     "exclusions",
 )
-RULE_KEYS = (*FIELDS, "contexts", "reasons", "evidence")
+RULE_KEYS = (*FIELDS, "contexts", "reasons", "parts", "evidence")
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # Numbers in a rule file that are not clinical values a template could restate.
@@ -58,6 +58,8 @@ SHARED = {
     "common.egfr_computed": {"egfr", "creatinine"},
     "common.egfr_reported": {"egfr"},
     "common.no_dose_reasons": {"weight", "window", "weight_range", "value", "target"},
+    "common.suspect": set(),
+    "common.tests": set(),
     "aki.baseline_lowest": {"value", "time", "window"},
     "aki.baseline_median": {"value", "start", "end"},
     "aki.criteria.ratio": {"ratio"},
@@ -184,7 +186,7 @@ def _check_rules(path: Path, data: dict[str, Any], k: Knowledge, sources: dict[s
                 templates.append(
                     (f"{field}.{variant}", field if variant == "default" else variant, template)
                 )
-        for sub in ("contexts", "reasons"):
+        for sub in ("contexts", "reasons", "parts"):
             for name, template in (node.get(sub) or {}).items():
                 templates.append((f"{sub}.{name}", sub, str(template)))
         computed = {n for n, p in PLACEHOLDERS.items() if p.computed(rule)}

@@ -9,12 +9,14 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from cds_service.clinical.delta_checks import DeltaParams
 from cds_service.clinical.fhir_context import ENCOUNTER_CLASS_SETS, ICU_LOCATION
 from cds_service.clinical.fhir_labs import LAB_SETS, NON_SERUM_SPECIMEN
 from cds_service.clinical.terminology import CodeRange, ValueSet, ValueSets, code_key, system_key
 from cds_service.clinical.units import Units, build_units
 from cds_service.rules import facts as F
 from cds_service.rules.context import AKI_SET, DIALYSIS_SET, MAGNESIUM_SETS
+from cds_service.rules.delta_params import DeltaParamsError, parse_delta_params
 from cds_service.rules.durations import parse_duration
 from cds_service.rules.load_rule import bounds, citation, fact, load_rule, named_quantity
 from cds_service.rules.load_text import EVIDENCE_TEXT_KEYS, check_gate_placeholders, load_texts
@@ -25,6 +27,7 @@ from cds_service.rules.model import (
     GateCondition,
     Knowledge,
     Measure,
+    Rule,
     SiteLabCode,
     SiteMap,
     Window,
@@ -215,6 +218,28 @@ def load_gate(
     return tuple(gate), sources, instead
 
 
+def load_delta_checks(
+    path: Path,
+    valuesets: ValueSets,
+    units: Units,
+    rules: tuple[Rule, ...],
+    measures: dict[str, Measure],
+) -> DeltaParams:
+    """Load ``delta-checks.yaml`` (suspect results, evidence.md §1).
+
+    :raises MappingError: a missing or unknown key or a bad value, naming the file and key.
+    """
+    raw = read_yaml(path)
+    latest = {r.id for r in rules if r.measure and measures[r.measure].anchor == "now"}
+    try:
+        params = parse_delta_params(raw, valuesets, units, latest)
+    except DeltaParamsError as exc:
+        raise MappingError(f"{path}: {exc}") from None
+    for i, c in enumerate(raw["source"]):
+        citation(c, f"{path}: source[{i}]")
+    return params
+
+
 def _rule_files(root: Path) -> list[Path]:
     order_path = root / "rule-order.yaml"
     order = need(read_mapping(order_path, "rule-order"), "order", str(order_path), list)
@@ -279,6 +304,7 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
     )
     paths = _rule_files(root)
     rules = tuple(load_rule(path, i, measures, checker) for i, path in enumerate(paths))
+    delta = load_delta_checks(root / "delta-checks.yaml", valuesets, units, rules, measures)
     site_map = load_site(site, valuesets)
     ids = [r.id for r in rules]
     for rid in site_map.disabled_rules | set(site_map.indicator_overrides):
@@ -299,6 +325,7 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
         reference_range=(float(ref["low"]), float(ref["high"])),
         albumin_correction=albumin,
         version=_fingerprint(root),
+        delta=delta,
         gate_quantities=instead,
         egfr=egfr,
         index_event_limit=index_limit,

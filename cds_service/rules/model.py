@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from cds_service.clinical.aki import AkiCriteria, AkiStatus
+from cds_service.clinical.delta_checks import DeltaParams, Resolution, Suspect
 from cds_service.clinical.model import (
     Condition,
     Encounter,
@@ -228,6 +229,7 @@ class Knowledge:
     reference_range: tuple[float, float]
     albumin_correction: dict[str, Any]
     version: str
+    delta: DeltaParams  # suspect results (delta-checks.yaml)
     # gate.yaml ``instead`` numbers (reduced dose: recheck interval, 48-h maximum), the
     # CKD-EPI 2021 parameters (egfr.yaml), and how long association rules with an index
     # event fire after it (measures.yaml ``index_event_limit``).
@@ -341,12 +343,21 @@ class FindingContext:
     band: Threshold | None = None
     weight: LabResult | None = None
     no_dose_reason: str | None = None
+    # suspect results (delta checks, evidence.md §1): the suspect result and why (an
+    # mg-data-quality finding, or hypermagnesemia-toxic on a suspect value), and the results
+    # excluded as spurious at the time of their refuting repeat
+    suspect: LabResult | None = None
+    delta: Suspect | None = None
+    spurious: tuple[Resolution, ...] = ()
 
     @classmethod
     def of(cls, bindings: dict[str, Any]) -> FindingContext:
         """The typed context of a fact's bindings (names outside the contract are dropped)."""
         known = {k: v for k, v in bindings.items() if k in _CONTEXT_FIELDS}
-        for key in ("conditions", "medications", "reasons", "orders"):
+        on_suspect = bindings.get("suspect_value")
+        if on_suspect is not None:  # a rule that still uses a suspect latest value
+            known.update(delta=on_suspect, suspect=on_suspect.result)
+        for key in ("conditions", "medications", "reasons", "orders", "spurious"):
             if key in known:
                 known[key] = tuple(known[key])
         return cls(**known)

@@ -87,8 +87,14 @@ def _is(trigger: str) -> Needs:
     return lambda rule, k: _trigger(rule) == trigger
 
 
+def _delta(rule: Rule, k: Knowledge) -> bool:
+    """A rule that names suspect results: mg-data-quality, and those still using them."""
+    return _trigger(rule) == "data-quality" or rule.id in k.delta.still_used_by
+
+
 def _measured(rule: Rule, k: Knowledge) -> bool:
-    return rule.measure is not None or _trigger(rule) == "mg-trend"
+    """A rule whose finding carries the Mg value it used (a suspect one for data-quality)."""
+    return rule.measure is not None or _trigger(rule) in ("mg-trend", "data-quality")
 
 
 _P = Placeholder
@@ -108,8 +114,18 @@ PLACEHOLDERS: dict[str, Placeholder] = {
            lambda r, k: (r.measure is not None and k.measures[r.measure].pick == "median")
            or _trigger(r) == "mg-trend"),
         _P("values", "the trend's values with their times", _is("mg-trend")),
-        _P("change", "the trend's drop or rise that fired", _is("mg-trend")),
-        _P("limit", "the trend's bound on the latest value", _is("mg-trend")),
+        _P("change", "the trend's drop or rise that fired; a suspect result's fall or rise",
+           lambda r, k: _trigger(r) in ("mg-trend", "data-quality")),
+        _P("limit", "the trend's bound on the latest value; the delta check's limit",
+           lambda r, k: _trigger(r) in ("mg-trend", "data-quality")),
+        _P("test", "the test of a suspect or spurious result", _is("data-quality")),
+        _P("previous", "the result a suspect one was compared with", _is("data-quality")),
+        _P("draw_window", "how close in time one draw's samples are", _is("data-quality")),
+        _P("partner", "the other results of a diluted draw", _is("data-quality")),
+        _P("items", "the spurious results and their refuting repeats", _is("data-quality")),
+        _P("spurious_results", "the results excluded as spurious", _is("data-quality")),
+        _P("refuted_by", "the repeat that refuted a suspect result (in parts.item)",
+           _is("data-quality")),
         _P("band", "the band of the value (bands: in the rule file)", lambda r, k: bool(r.bands)),
         _P("band_effect", "the band's effect size (evidence.effects)", lambda r, k: bool(r.bands)),
         _P("admission", "admission time",
@@ -124,8 +140,8 @@ PLACEHOLDERS: dict[str, Placeholder] = {
         _P("markers", "decompensation markers found (show_conditions)",
            lambda r, k: bool(r.show_conditions)),
         _P("age", "age in years", _fact("age")),
-        _P("window", "the monitoring window or the trend's window",
-           lambda r, k: _trigger(r) in ("monitoring-gap", "mg-trend")),
+        _P("window", "the monitoring window, the trend's window, the delta check's window",
+           lambda r, k: _trigger(r) in ("monitoring-gap", "mg-trend", "data-quality")),
         _P("since", "start of the monitoring window", lambda r, k: _trigger(r) == "monitoring-gap"),
         _P("monitoring_context", "why monitoring is advised",
            lambda r, k: _trigger(r) == "monitoring-gap"),
@@ -146,8 +162,8 @@ PLACEHOLDERS: dict[str, Placeholder] = {
         _P("weight_range", "the weights the dose applies to", _has("weight")),
         _P("target", "the Mg target", _has("target")),
         _P("dose_range", "the dose range the source reports", _has("dose_range")),
-        _P("reason", "why no dose or order was given, or why a result was not used",
-           lambda r, k: bool(_suggestion(r)) or _trigger(r) == "data-quality"),
+        _P("reason", "why no dose or order was given, why a result was not used or is suspect",
+           lambda r, k: bool(_suggestion(r)) or _delta(r, k)),
         _P("result", "the result as sent", lambda r, k: _trigger(r) == "data-quality"),
         _P("plausible", "the plausible range of a magnesium result (units.yaml)",
            lambda r, k: _trigger(r) == "data-quality"),
@@ -177,6 +193,7 @@ PLACEHOLDERS: dict[str, Placeholder] = {
 # Placeholders of the safety gate's condition texts, by the fact of the condition.
 GATE_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "latest-lab": frozenset({"value", "threshold"}),
+    "latest-suspect": frozenset({"value"}),
     "egfr": frozenset({"egfr", "threshold"}),
     "weight": frozenset({"value", "threshold"}),
     "age": frozenset({"age", "threshold"}),
@@ -189,12 +206,15 @@ GATE_PLACEHOLDERS: dict[str, frozenset[str]] = {
 
 # Template fields of a rule's text and the variants each may have (the renderer picks the
 # first that applies, in this order).
-FIELDS = ("summary", "context", "action", "regimen", "label")
+FIELDS = ("summary", "context", "action", "regimen", "label", "evidence_line")
 VARIANTS = (
     "withheld",
     "gated",
     "no_dose",
     "obstetric",
+    "spurious",
+    "dilution",
+    "jump",
     "suspect",
     "planned",
     "no_markers",

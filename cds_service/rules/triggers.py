@@ -13,6 +13,7 @@ from typing import Any
 
 from cds_service.clinical import model as m
 from cds_service.rules import facts as F
+from cds_service.rules import suspect
 from cds_service.rules.context import MAGNESIUM_SETS, EvalContext, satisfies
 from cds_service.rules.durations import parse_duration
 from cds_service.rules.measures import used
@@ -102,7 +103,7 @@ def _run_gap(rule: Rule, contexts: tuple[_GapContext, ...], ctx: EvalContext) ->
                 end = proc.end or proc.start
                 assert end is not None
                 since = end
-            if ctx.results(m.SERUM_MG, since, ctx.now):
+            if ctx.results(m.SERUM_MG, since, ctx.now) or suspect.sampled(ctx, m.SERUM_MG, since):
                 # monitored in this context; another context (e.g. cardiac surgery
                 # ended since the last ICU value) may still have a gap
                 continue
@@ -162,6 +163,8 @@ def _prepare_trend(p: dict[str, Any]) -> _Trend:
 
 
 def _run_trend(rule: Rule, p: _Trend, ctx: EvalContext) -> list[Finding]:
+    if ctx.latest_suspect(m.SERUM_MG) is not None:  # the latest value is unknown until repeated
+        return []
     in_window = ctx.results(m.SERUM_MG, ctx.now - p.window, ctx.now)
     series = [r for r in in_window if r.comparator is None]
     if len(series) < p.min_count:
@@ -197,12 +200,13 @@ def _run_trend(rule: Rule, p: _Trend, ctx: EvalContext) -> list[Finding]:
 
 def _check_quality(p: dict[str, Any], where: str, checker: F.Checker) -> None:
     reasons = p.get("reasons")
-    if not isinstance(reasons, list) or any(r not in m.DATA_QUALITY_REASONS for r in reasons):
-        raise F.FactError(f"{where}.reasons: expected a list of {sorted(m.DATA_QUALITY_REASONS)}")
+    known = sorted(m.DATA_QUALITY_REASONS | set(suspect.REASONS))
+    if not isinstance(reasons, list) or any(r not in known for r in reasons):
+        raise F.FactError(f"{where}.reasons: expected a list of {known}")
 
 
 def _run_quality(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]:
-    out = []
+    out = suspect.findings(rule, p["reasons"], ctx)
     for ex in ctx.snapshot.excluded:
         if ex.kind not in (m.SERUM_MG, m.IONIZED_MG) or ex.reason_code not in p["reasons"]:
             continue

@@ -161,14 +161,16 @@ def test_10002428_micu_admission_mg_1_4(capsys: pytest.CaptureFixture[str], tmp_
 
 def test_10002428_extreme_mg_8_6(capsys: pytest.CaptureFixture[str]) -> None:
     """At 02:00 on 04-13 the latest Mg is 8.6 mg/dL (01:41): >= 4.8, hypermagnesemia-toxic
-    (critical, high). The admission and ICU-admission measures still pick the earliest
-    value (1.4), but a newer serum Mg lies above the reference range: the low rules are
-    silent (evidence.md §2), and no card of the answer says "treat the cause of
-    hypomagnesaemia" beside "stop all magnesium" (§6). Two Mg in 72 h: no trend."""
+    (critical, high). It is 7.2 mg/dL above the 1.4 of 6 h before with no magnesium in the
+    bundle: a suspect jump (evidence.md §1), so the toxic card leads with the repeat and the
+    monitoring card names the suspect result and suggests repeating it. The admission and
+    ICU-admission measures still pick the earliest value (1.4), but no card of the answer
+    says "treat the cause of hypomagnesaemia" beside "stop magnesium" (§6): the suspect 8.6
+    is the newest serum Mg. Two Mg in 72 h: no trend."""
     doc = evaluate(capsys, str(MIMIC / "10002428.json"), "--now", "2156-04-13T02:00:00Z")
     check_contract(doc)
     by = cards(only_patient(doc))
-    assert set(by) == {"high"}
+    assert set(by) == {"high", "monitoring"}
     high = by["high"]
     assert high["rules"] == ["hypermagnesemia-toxic"]
     assert high["indicator"] == "critical"
@@ -176,7 +178,10 @@ def test_10002428_extreme_mg_8_6(capsys: pytest.CaptureFixture[str]) -> None:
     assert high["suggestions"] == []
     assert re.search(r"reflex", high["summary"] + high["detail"], re.I)
     assert "calcium" in high["detail"].lower()
-    assert "hypomagnes" not in high["summary"] + high["detail"]
+    assert high["summary"].startswith("Confirm with a repeat sample; stop magnesium meanwhile")
+    assert by["monitoring"]["summary"].startswith("Suspect serum Mg 8.6 mg/dL")
+    assert [s["resource"]["resourceType"] for s in by["monitoring"]["suggestions"]] == ["ServiceRequest"]
+    assert "hypomagnes" not in high["summary"] + high["detail"] + by["monitoring"]["detail"]
 
 
 def test_10004235_aki_stage_3_with_dialysis(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -227,6 +227,13 @@ GATE: list[tuple[str, str, str, Callable[[Knowledge], m.ClinicalSnapshot], bool]
      lambda k: control(k, conditions=[condition(PREGNANCY)]), True),
     ("pregnancy", "gestational diabetes O24.410", "icu-hypomagnesemia-repletion",
      lambda k: control(k, conditions=[condition(GESTATIONAL_DM)]), True),
+    ("mg-suspect", "jump 2.0 -> 4.2 mg/dL in 18 h, no magnesium given", "cisplatin-mg-preload",
+     lambda k: preload(k, mg=[mg(k, 2.0, at=NOW - 20 * H), mg(k, 4.2, at=NOW - 2 * H)]), True),
+    ("mg-suspect", "diluted draw: Mg 2.4 -> 1.4, creatinine 1.5 -> 0.9", "cisplatin-mg-preload",
+     lambda k: preload(k, mg=[mg(k, 2.4, at=NOW - 20 * H), mg(k, 1.4, at=NOW - 2 * H)],
+                       creatinine=[creatinine(k, 1.5, NOW - 20 * H), creatinine(k, 0.9, NOW - 2 * H)]), True),
+    ("mg-suspect", "Mg 2.4 -> 1.4 with no creatinine in the draw", "cisplatin-mg-preload",
+     lambda k: preload(k, mg=[mg(k, 2.4, at=NOW - 20 * H), mg(k, 1.4, at=NOW - 2 * H)]), False),
 ]  # fmt: skip
 
 
@@ -250,7 +257,7 @@ def test_each_gate_condition_alone(
 
 def test_every_gate_condition_is_tested(knowledge: Knowledge) -> None:
     assert {g.id for g in knowledge.gate} == {g[0] for g in GATE if g[4]}
-    assert len(knowledge.gate) == 17
+    assert len(knowledge.gate) == 18
 
 
 def test_recent_dialysis_is_also_aki_stage_3(knowledge: Knowledge) -> None:
