@@ -14,6 +14,7 @@ from cds_service.clinical.fhir_extract import snapshot_from_cds_request, snapsho
 from cds_service.config import ConfigError, zone
 from cds_service.events.commands import add_commands as add_event_commands
 from cds_service.events.mllp import add_command as add_mllp
+from cds_service.preflight import LISTENS, preflight
 from cds_service.render.fhir import OrderCodes
 from cds_service.render.report import advice_dict
 from cds_service.render.rules_table import rules_json, rules_markdown
@@ -26,6 +27,7 @@ from cds_service.store.retention import add_command as add_purge
 
 PROJECT = Path(__file__).resolve().parent.parent
 EXIT_BAD_INPUT = 2
+EXIT_CONFIG = 2  # a configuration error: one line naming the variable
 
 
 class InputError(Exception):
@@ -177,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cds-service`` console script."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in LISTENS:  # servers: settings, secrets and the port, before binding
+            preflight(args.command, getattr(args, "host", None), getattr(args, "port", None))
         code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except MappingError as exc:
         print(f"error: invalid mappings: {exc}", file=sys.stderr)
         return 1
