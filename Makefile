@@ -32,7 +32,13 @@ run: $(RUNTIME)
 	@$(BIN)/cds-service migrate
 	@exec $(BIN)/python -m cds_service.runner $(RUN_COMMANDS)
 
+# The /rules browser test needs Debian's chromium: installed here on a fresh machine (as root);
+# elsewhere that test skips and says why.
 test: $(TESTING)
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 || \
+	  { echo "installing chromium (Debian package) for the /rules browser test" >&2; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	    echo "warning: chromium could not be installed: the /rules browser test will skip" >&2; }
 	$(BIN)/python -m pytest -q -n 2 tests
 
 lint: $(TESTING)

@@ -31,6 +31,7 @@ from cds_service.rules.model import (
     Threshold,
     Window,
 )
+from cds_service.rules.reviewer_texts import ReviewerTextError, check_reviewer_texts
 from cds_service.rules.triggers import TRIGGERS
 
 # Value sets named in code: without one of them a check would quietly never match
@@ -498,8 +499,8 @@ def load_texts(
         path = folder / f"{locale}.yaml"
         flat = _walk_keys(data)
         for key, value in flat.items():
-            if _is_evidence_key(key):
-                continue  # translated study text, not a template
+            if _is_evidence_key(key) or key.startswith("reviewer."):
+                continue  # translated study text, not a template; reviewer: check_reviewer_texts
             for name in _PLACEHOLDER.findall(str(value)):
                 if name not in PLACEHOLDERS:
                     raise MappingError(f"{path}: {key}: unknown placeholder {{{name}}}")
@@ -654,6 +655,10 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
     if len(set(ids)) != len(ids):
         raise MappingError(f"{root / 'rules'}: duplicate rule id")
     texts = load_texts(root / "text", rules, [g.id for g in gate])
+    try:
+        check_reviewer_texts(root / "text", texts, rules, tuple(gate), set(valuesets.sets))
+    except ReviewerTextError as exc:
+        raise MappingError(str(exc)) from None
     site_map = load_site(site, valuesets)
     for rid in site_map.disabled_rules | set(site_map.indicator_overrides):
         if rid not in ids:

@@ -21,7 +21,11 @@ SCRIPT = Path(sys.executable).parent / "cds-service"
 
 def command(*args: str) -> list[str]:
     """``cds-service ARGS`` (the installed script, else the module)."""
-    return [str(SCRIPT), *args] if SCRIPT.exists() else [sys.executable, "-m", "cds_service.cli", *args]
+    return (
+        [str(SCRIPT), *args]
+        if SCRIPT.exists()
+        else [sys.executable, "-m", "cds_service.cli", *args]
+    )
 
 
 def run(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -55,11 +59,19 @@ CASES = {
         {"CDS_AUTH": "jwt", "CDS_SECRET": "s", "CDS_TRUSTED_ISSUERS": "/nonexistent/issuers.json"},
         ["CDS_TRUSTED_ISSUERS"],
     ),
-    "port-not-a-number": (["serve"], {"CDS_AUTH": "off", "CDS_HTTP_PORT": "eighty"}, ["CDS_HTTP_PORT"]),
+    "port-not-a-number": (
+        ["serve"],
+        {"CDS_AUTH": "off", "CDS_HTTP_PORT": "eighty"},
+        ["CDS_HTTP_PORT"],
+    ),
     "port-out-of-range": (["mllp"], {"CDS_MLLP_PORT": "70000"}, ["CDS_MLLP_PORT"]),
     "unknown-auth": (["serve"], {"CDS_AUTH": "maybe"}, ["CDS_AUTH"]),
     "unknown-timezone": (["mllp"], {"CDS_TIMEZONE": "Mars/Olympus"}, ["CDS_TIMEZONE"]),
-    "site-file-missing": (["mllp"], {"CDS_SITE_MAPPINGS": "/nonexistent/site.yaml"}, ["CDS_SITE_MAPPINGS"]),
+    "site-file-missing": (
+        ["mllp"],
+        {"CDS_SITE_MAPPINGS": "/nonexistent/site.yaml"},
+        ["CDS_SITE_MAPPINGS"],
+    ),
     "hl7-outbound-missing": (["mllp"], {"CDS_OUTBOUND": "hl7"}, ["CDS_HL7_OUTBOUND"]),
     "bad-database-url": (["mllp"], {"CDS_DATABASE_URL": "not a url"}, ["CDS_DATABASE_URL"]),
     "migrate-bad-value": (["migrate"], {"CDS_MAX_BODY_BYTES": "lots"}, ["CDS_MAX_BODY_BYTES"]),
@@ -72,7 +84,9 @@ def test_configuration_error_is_one_line_naming_the_variable(case: str, tmp_path
     assert_one_line(run(command(*args), env, tmp_path), *words)
 
 
-@pytest.mark.parametrize(("cmd", "variable"), [("serve", "CDS_HTTP_PORT"), ("mllp", "CDS_MLLP_PORT")])
+@pytest.mark.parametrize(
+    ("cmd", "variable"), [("serve", "CDS_HTTP_PORT"), ("mllp", "CDS_MLLP_PORT")]
+)
 def test_busy_port_names_the_variable_to_change(
     cmd: str, variable: str, busy_port: int, tmp_path: Path
 ) -> None:
