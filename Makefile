@@ -13,8 +13,10 @@ PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
+# --no-compile: byte-compiling every installed module (fhir.resources ships thousands) took
+# about half of the install; Python compiles the modules it imports on first use instead.
 $(RUNTIME): pyproject.toml | $(BIN)/python
-	$(PIP) -e .
+	$(PIP) --no-compile -e .
 	touch $(RUNTIME)
 
 $(TESTING): $(RUNTIME)
