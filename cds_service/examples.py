@@ -173,7 +173,7 @@ def _print_advice(settings: Settings, ids: list[str]) -> int:
         print("no advice issued for these messages")
         return 0
     for a in advice:
-        print(f"\nadvice for {a['message']}: [{a['indicator'].upper()}] {a['summary']}")
+        print(f"\nadvice for {a['message']}: [{a['indicator']}] {a['summary']}")
         print(f"  rules: {', '.join(a['rules'])}")
         print("  " + markdown_to_text(a["detail"]).replace("\n", "\n  "))
     return 0

@@ -60,13 +60,13 @@ def _dose(resource: dict[str, Any]) -> str:
 
 def advice_text(a: dict[str, Any], indent: str = "  ") -> list[str]:
     """One advice of ``cds-service evaluate`` (its JSON form) as terminal lines."""
-    lines = [f"{indent}[{a['indicator'].upper()}] {a['summary']}"]
+    lines = [f"{indent}[{a['indicator']}] {a['summary']}"]
     lines.append(f"{indent}  rules: {', '.join(a['rules'])}")
     lines += _wrap(markdown_to_text(a["detail"]), indent + "  ")
     for s in a["suggestions"]:
         res = s["resource"]
         mark = "recommended" if s.get("isRecommended") else "optional"
-        lines.append(f"{indent}  suggestion ({mark}): {s['label']}")
+        lines.append(f"{indent}  suggestion: {s['label']} ({mark})")
         dose = _dose(res) if res.get("resourceType") == "MedicationRequest" else ""
         if dose:
             lines += _wrap(f"dose: {dose}", indent + "    ")

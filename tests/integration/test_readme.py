@@ -101,6 +101,6 @@ def test_readme_evaluate_example_shows_advice_in_full(server: tuple[Running, dic
     (command,) = [c for c in readme_commands() if " evaluate " in c]
     out = run_readme(command, server)
     assert "no advice" not in out
-    assert "[CRITICAL] Serum Mg 8.6 mg/dL" in out  # hypermagnesemia-toxic, with its detail:
+    assert "[critical] Serum Mg 8.6 mg/dL" in out  # hypermagnesemia-toxic, with its detail:
     assert "What to do: Stop all magnesium" in out and "Evidence:" in out
     assert "<https://doi.org/" in out and "**" not in out and "###" not in out
