@@ -37,10 +37,6 @@ def check_settings(settings: Settings, command: str) -> None:
         make_url(settings.database_url)
     except ArgumentError:
         raise ConfigError("CDS_DATABASE_URL: not a SQLAlchemy database URL") from None
-    if "hl7" in settings.outbound and not settings.hl7_outbound:
-        raise ConfigError("CDS_HL7_OUTBOUND must be host:port when CDS_OUTBOUND includes hl7")
-    if "fhir" in settings.outbound and not settings.fhir_base:
-        raise ConfigError("CDS_FHIR_BASE must be set when CDS_OUTBOUND includes fhir")
     if command == "serve" and settings.auth == "jwt":
         if not settings.secret:
             raise ConfigError(
@@ -56,8 +52,10 @@ def check_port(host: str, port: int, host_var: str, port_var: str) -> None:
 
     :raises ConfigError: the port is in use, or the address is not one of this machine.
     """
-    if not 0 < port < 65536:
-        raise ConfigError(f"{port_var}: {port} is not a port number (1-65535)")
+    if not 0 <= port < 65536:
+        raise ConfigError(f"{port_var}: {port} is not a port number (1-65535, or 0: any free port)")
+    if port == 0:
+        return  # the system picks a free port
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror:

@@ -72,7 +72,7 @@ CASES = {
         {"CDS_SITE_MAPPINGS": "/nonexistent/site.yaml"},
         ["CDS_SITE_MAPPINGS"],
     ),
-    "hl7-outbound-missing": (["mllp"], {"CDS_OUTBOUND": "hl7"}, ["CDS_HL7_OUTBOUND"]),
+    "unknown-outbound": (["mllp"], {"CDS_OUTBOUND": "email"}, ["CDS_OUTBOUND"]),
     "bad-database-url": (["mllp"], {"CDS_DATABASE_URL": "not a url"}, ["CDS_DATABASE_URL"]),
     "migrate-bad-value": (["migrate"], {"CDS_MAX_BODY_BYTES": "lots"}, ["CDS_MAX_BODY_BYTES"]),
 }
