@@ -68,12 +68,20 @@ def _dl(rows: list[tuple[str, str, str]]) -> str:
     return "<dl>" + "".join(out) + "</dl>"
 
 
-def _rule(r: dict[str, Any], f: dict[str, str], disabled: str) -> str:
+def _gate(r: dict[str, Any], gate: dict[str, Any], texts: dict[str, Any]) -> str:
+    """The gate line of a rule: the conditions as a list when it may suggest magnesium."""
+    if (r.get("suggestion") or {}).get("kind") != "medication":
+        return _e(r.get("gate", ""))
+    items = "".join(f"<li>{_e(c['text'])}</li>" for c in gate["conditions"])
+    return f"{_e(texts['gate']['applies_list'])}<ul>{items}</ul>"
+
+
+def _rule(r: dict[str, Any], f: dict[str, str], gate: dict[str, Any], texts: dict[str, Any]) -> str:
     ev = r["evidence"]
     ind = r["indicator_range"]
     badges = "".join(f'<span class="badge {_e(x)}">{_e(x)}</span>' for x in ind["levels"])
     if not r["enabled"]:
-        badges += f'<span class="badge off">{_e(disabled)}</span>'
+        badges += f'<span class="badge off">{_e(texts["disabled"])}</span>'
     rows: list[tuple[str, str, str]] = [
         (f["version"], _e(r["version"]), ""),
         (f["indicator"], _e(ind["text"]), ""),
@@ -99,7 +107,7 @@ def _rule(r: dict[str, Any], f: dict[str, str], disabled: str) -> str:
             rows.append((f[key], _e(s.get(f"{key}_text", "")), "dose"))
     elif s:
         rows.append((f["suggestion"], _e(s.get("text", "")), "dose"))
-    rows.append((f["gate"], _e(r.get("gate", "")), "dose" if s.get("kind") == "medication" else ""))
+    rows.append((f["gate"], _gate(r, gate, texts), "dose" if s.get("kind") == "medication" else ""))
     rows.append((f["obstetric"], _e(r["obstetric"]["text"]), ""))
     n = f", N={ev['n']:,}" if "n" in ev else ""
     rows.append((f["evidence"], f"{_e(ev['study'])}, {_e(ev['design'])}{_e(n)}", ""))
@@ -136,7 +144,7 @@ def rules_html(doc: dict[str, Any], texts: dict[str, Any]) -> str:
             f'<a href="#rule-{_e(i)}"><code>{_e(i)}</code></a>' for i in kind["rules"]
         )
         toc.append(f'<li><a href="#kind-{_e(kind["id"])}">{_e(kind["title"])}</a>: {links}</li>')
-        rules = "".join(_rule(by_id[i], f, texts["disabled"]) for i in kind["rules"])
+        rules = "".join(_rule(by_id[i], f, doc["gate"], texts) for i in kind["rules"])
         head = f'<h2 id="kind-{_e(kind["id"])}">{_e(kind["title"])}</h2>'
         body.append(f"{head}<p>{_e(kind['intro'])}</p>{rules}")
     gate, obst = doc["gate"], doc["obstetric"]

@@ -32,9 +32,9 @@ REQUIRED_KEYS = (
     "overridden none list_or list_and list_sep bounds_and other_unit threshold indicator_range "
     "indicator_when indicator_when_stage indicator_when_gate measure_window measure_encounter "
     "measure_extended measure_corrected fact_vocabulary gate.title gate.intro gate.applies "
-    "gate.not_applicable gate.suggests_lab gate.instead gate.sources obstetric.title "
-    "obstetric.intro obstetric.thresholds obstetric.suppressed obstetric.own_threshold "
-    "obstetric.evaluated"
+    "gate.applies_list gate.not_applicable gate.suggests_lab gate.instead gate.sources "
+    "obstetric.title obstetric.intro obstetric.thresholds obstetric.suppressed "
+    "obstetric.own_threshold obstetric.evaluated"
 ).split()
 # Groups of words the page looks up by a code (indicator, unit, lab kind...).
 REQUIRED_GROUPS = (

@@ -109,8 +109,10 @@ def test_rules_page_fits_the_screen_and_shows_every_dose_and_gate(
             with_dose += 1
             for key in ("dose_text", "dilution_text", "rate_text"):
                 assert flat(s[key]) in text, (rule["id"], key, s[key])
+            gate_intro = knowledge.texts[lang]["reviewer"]["gate"]["applies_list"]
+            assert flat(gate_intro) in text, rule["id"]
             for condition in doc["gate"]["conditions"]:
                 assert flat(condition["text"]) in text, (rule["id"], condition["id"])
-        if rule["category"] == "supplementation":
+        elif rule["category"] == "supplementation":
             assert flat(rule["gate"]) in text, rule["id"]
     assert with_dose == 5  # cisplatin, laparoscopic, ICU repletion, vancomycin + pip/tazo, sepsis
