@@ -15,7 +15,10 @@ from cds_service.clinical.fhir_extract import snapshot_from_cds_request, snapsho
 from cds_service.config import ConfigError, zone
 from cds_service.events.commands import add_commands as add_event_commands
 from cds_service.events.mllp import add_command as add_mllp
+from cds_service.examples import add_command as add_example
+from cds_service.preflight import LISTENS, preflight
 from cds_service.render.fhir import OrderCodes
+from cds_service.render.plain import document_text
 from cds_service.render.report import advice_dict
 from cds_service.render.rules_table import rules_json, rules_markdown
 from cds_service.render.text import TextRenderer
@@ -27,6 +30,7 @@ from cds_service.store.retention import add_command as add_purge
 
 PROJECT = Path(__file__).resolve().parent.parent
 EXIT_BAD_INPUT = 2
+EXIT_CONFIG = 2  # a configuration error: one line naming the variable
 
 
 class InputError(Exception):
@@ -104,23 +108,6 @@ def run_evaluate(
     return {"patients": patients}
 
 
-def _text(doc: dict[str, Any]) -> str:
-    lines = []
-    for p in doc["patients"]:
-        lines.append(f"Patient {p['patient']} (now {p['now']})")
-        if not p["advice"]:
-            lines.append("  no advice")
-        for a in p["advice"]:
-            lines.append(f"  [{a['indicator']}] {a['summary']}  ({', '.join(a['rules'])})")
-            for s in a["suggestions"]:
-                lines.append(f"    suggestion: {s['label']}")
-            for w in a["withheld"]:
-                lines.append(f"    withheld ({w['rule']}): {', '.join(w['conditions'])}")
-        for e in p["excluded"]:
-            lines.append(f"  excluded {e['resource']}: {e['reason']}")
-    return "\n".join(lines)
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         tz = zone(os.environ.get("CDS_TIMEZONE", "UTC"))
@@ -136,7 +123,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     knowledge = load(args.site)
     doc = run_evaluate(knowledge, data, now, args.locale or os.environ.get("CDS_LOCALE", "en"), tz)
     if args.format == "text":
-        print(_text(doc))
+        print(document_text(doc), end="")
     else:
         print(json.dumps(doc, ensure_ascii=False, indent=1))
     return 0
@@ -171,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_mllp(sub)
     add_event_commands(sub)
     add_purge(sub)
+    add_example(sub)
     return parser
 
 
@@ -178,7 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``cds-service`` console script."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command in LISTENS:  # servers: settings, secrets and the port, before binding
+            preflight(args.command, getattr(args, "host", None), getattr(args, "port", None))
         code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except MappingError as exc:
         print(f"error: invalid mappings: {exc}", file=sys.stderr)
         return 1

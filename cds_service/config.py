@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -127,13 +126,12 @@ def zone(name: str) -> ZoneInfo:
         raise ConfigError(f"CDS_TIMEZONE: unknown timezone {name!r}") from None
 
 
-def settings_for_command() -> Settings | None:
-    """The settings of a CLI command; None (the error printed to stderr) when unusable."""
-    try:
-        return Settings.from_env()
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
+def settings_for_command() -> Settings:
+    """The settings of a CLI command (``cds-service`` reports a ConfigError in one line, exit 2).
+
+    :raises ConfigError: a value of the wrong form, named.
+    """
+    return Settings.from_env()
 
 
 def _coerce(value: Any, default: Any) -> Any:

@@ -106,6 +106,8 @@ class MllpServer:
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
             log.info("mllp connection lost")
+        except asyncio.CancelledError:  # stop() closes idle connections: end the task normally
+            log.info("mllp idle connection closed on stop")
         finally:
             self.busy.pop(task, None)
             writer.close()

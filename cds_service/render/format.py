@@ -36,6 +36,11 @@ def fixed(x: float, places: int) -> str:
     return str(Decimal(repr(float(x))).quantize(step, rounding=ROUND_HALF_UP))
 
 
+def fmt_num(x: float, places: int = 2) -> str:
+    """A number with at most ``places`` decimals, trailing decimal zeros removed (20 stays 20)."""
+    return trimmed(x, places)
+
+
 def trimmed(x: float, places: int, keep: int = 0) -> str:
     """``x`` to at most ``places`` decimals, trailing zeros dropped down to ``keep`` decimals."""
     text = fixed(x, places)

@@ -81,8 +81,12 @@ def _walk(node: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def _is_evidence_key(key: str) -> bool:
+    """Optional per locale: a rule's evidence translation, and the review page's words
+    (``reviewer.``, checked by rules/reviewer_texts.py)."""
     parts = key.split(".")
-    return len(parts) >= 3 and parts[0] == "rules" and parts[2] == "evidence"
+    return parts[0] == "reviewer" or (
+        len(parts) >= 3 and parts[0] == "rules" and parts[2] == "evidence"
+    )
 
 
 def _shared_names(key: str) -> set[str] | None:

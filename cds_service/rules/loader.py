@@ -32,6 +32,7 @@ from cds_service.rules.model import (
     SiteMap,
     Window,
 )
+from cds_service.rules.reviewer_texts import ReviewerTextError, check_reviewer_texts
 
 __all__ = ["EVIDENCE_TEXT_KEYS", "MappingError", "load_knowledge"]
 
@@ -336,6 +337,10 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
         "gate": read_yaml(gate_path),
     }
     knowledge.texts.update(load_texts(root / "text", knowledge, sources))
+    try:
+        check_reviewer_texts(root / "text", knowledge.texts, rules, gate, set(valuesets.sets))
+    except ReviewerTextError as exc:
+        raise MappingError(str(exc)) from None
     return knowledge
 
 

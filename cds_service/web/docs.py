@@ -19,14 +19,33 @@ bp = Blueprint("docs", __name__)
 _PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>|\{[^}]+\}")
 
 
+LOCALES = ("en", "zh-CN")
+
+
+def _locale(default: str) -> str:
+    """``?lang=`` (en or zh-CN), else the best of ``Accept-Language``, else ``default``."""
+    asked = request.args.get("lang", "")
+    for code in LOCALES:
+        if asked.lower() == code.lower():
+            return code
+    return request.accept_languages.best_match(LOCALES) or default
+
+
 @bp.get("/rules")
 def rules() -> Response:
-    """The rules with evidence and citations: JSON, or HTML when the client prefers it."""
-    doc = rules_json(current_app.extensions["cds"].knowledge)
+    """The rules for review (evidence, doses, gate): JSON, or HTML when the client prefers it."""
+    state = current_app.extensions["cds"]
+    locale = _locale(state.settings.locale)
+    doc = rules_json(state.knowledge, locale)
     best = request.accept_mimetypes.best_match(["application/json", "text/html"])
     if best == "text/html":
-        return Response(rules_html(doc), mimetype="text/html")
-    return jsonify(doc)
+        page = rules_html(doc, state.knowledge.texts[doc["locale"]]["reviewer"])
+        response = Response(page, mimetype="text/html")
+    else:
+        response = jsonify(doc)
+    response.headers["Content-Language"] = doc["locale"]
+    response.vary.update(("Accept", "Accept-Language"))
+    return response
 
 
 @cache

@@ -61,4 +61,6 @@ def render_metrics() -> Response:
         data = generate_latest(registry)
     else:
         data = generate_latest(REGISTRY)
-    return Response(data, mimetype=CONTENT_TYPE_LATEST)
+    # content_type, not mimetype: Flask appends "; charset=utf-8" to a text/* mimetype,
+    # and CONTENT_TYPE_LATEST already carries the charset
+    return Response(data, content_type=CONTENT_TYPE_LATEST)

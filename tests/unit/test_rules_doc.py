@@ -46,4 +46,5 @@ def test_cli_rules_json_lists_every_rule_with_linked_citations(
         for cite in rule["citations"]:
             assert cite["link"].startswith("https://"), (rule["id"], cite)
     assert doc["mappings_version"] == knowledge.version
-    assert {g["id"] for g in doc["gate"]} >= {"mg-high", "renal-unknown", "dialysis", "mg-active"}
+    gate_ids = {g["id"] for g in doc["gate"]["conditions"]}
+    assert gate_ids >= {"mg-high", "renal-unknown", "dialysis", "mg-active"}
