@@ -100,7 +100,7 @@ def test_readme_hl7_quick_start_shows_the_acks_and_the_advice(server: tuple[Runn
 def test_readme_evaluate_example_shows_advice_in_full(server: tuple[Running, dict[str, str]]) -> None:
     (command,) = [c for c in readme_commands() if " evaluate " in c]
     out = run_readme(command, server)
-    assert "no advice" not in out
+    assert "\n  no advice\n" not in out  # the CLI's line for a patient without advice
     # hypermagnesemia-toxic on a suspect value (1.4 -> 8.6 mg/dL in 6 h, no magnesium recorded as
     # given): it leads with the repeat (evidence.md §1), with its detail:
     assert "[critical] Confirm with a repeat sample; stop magnesium meanwhile: suspect serum Mg 8.6 mg/dL" in out
