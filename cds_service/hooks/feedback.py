@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ from cds_service.hooks.auth import AuthError, expected_audience
 from cds_service.hooks.errors import BadRequest, PayloadTooLarge, ServiceNotFound, Unauthorized
 from cds_service.hooks.request import check_content_type
 from cds_service.store.store import parse_instant
+from cds_service.web.body import parse_json, read_body
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,7 @@ def parse_feedback(raw: bytes) -> list[Mapping[str, Any]]:
 
     :raises BadRequest: not JSON, or not a feedback document.
     """
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest("Request body is not valid JSON") from None
+    body = parse_json(raw)
     items = body.get("feedback") if isinstance(body, Mapping) else None
     if not isinstance(items, list) or not items:
         raise BadRequest("feedback must be a non-empty array", expression=["feedback"])
@@ -135,7 +132,7 @@ def feedback(service_id: str) -> Response:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Request body larger than {limit} bytes")
     check_content_type(request.content_type)
-    items = parse_feedback(request.get_data(cache=False))
+    items = parse_feedback(read_body(limit))
     new = sum(state.store.save_feedback(service_id, item) for item in items)
     log.info("feedback for %s: %d item(s), %d new", service_id, len(items), new)
     return jsonify({})
