@@ -16,6 +16,24 @@ graceful_timeout = 10
 keepalive = 5
 # behind a TLS-terminating proxy: trust its X-Forwarded-* only from the proxy's address
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# The service's own log lines (cds_service.*: JWT rejection reasons, HL7 outcomes, ...) at
+# INFO on stderr beside gunicorn's; everything else at WARNING. Without this, Python's
+# last-resort handler printed WARNING and above only, unformatted, and INFO was lost.
+_FORMAT = {"format": "%(asctime)s [%(process)d] [%(levelname)s] %(name)s: %(message)s",
+           "datefmt": "[%Y-%m-%d %H:%M:%S %z]"}  # fmt: skip
+_STDERR = {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stderr"}
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"generic": _FORMAT},
+    "handlers": {"error_console": _STDERR},
+    "root": {"level": "WARNING", "handlers": ["error_console"]},
+    "loggers": {
+        "cds_service": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+        "gunicorn.access": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+    },
+}
 if Path("/dev/shm").is_dir():  # noqa: S108 - gunicorn's heartbeat files, not data
     worker_tmp_dir = "/dev/shm"  # noqa: S108
 
@@ -39,6 +57,9 @@ def post_worker_init(worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """Drop a dead worker's live gauges from the multiprocess metrics."""
+    """Drop a dead worker's live gauges and its connection count (the worker's table)."""
+    from cds_service.web.worker import release_slot
+
+    release_slot(worker.pid)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
