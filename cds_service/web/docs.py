@@ -33,6 +33,14 @@ def rules() -> Response:
 def _document() -> dict[str, Any]:
     text = resources.files("cds_service.web").joinpath("openapi.yaml").read_text("utf-8")
     doc: dict[str, Any] = yaml.safe_load(text)
+    # the request schema the service validates with, so the two cannot drift apart
+    schema_text = resources.files("cds_service.hooks").joinpath(
+        "schemas", "cds-request.schema.json"
+    )
+    schema = json.loads(schema_text.read_text("utf-8"))
+    for key in ("$schema", "$id"):
+        schema.pop(key, None)
+    doc["components"]["schemas"]["CdsRequest"] = schema
     return doc
 
 
