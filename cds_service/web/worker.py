@@ -28,6 +28,7 @@ from functools import partial
 from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
+from gunicorn.http.unreader import SocketUnreader
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from cds_service.web.request_scan import RequestScan, Scan
@@ -38,6 +39,7 @@ MAX_BUFFERED = 64 * 1024 * 1024  # bytes of unfinished requests one worker holds
 MAX_DEFER = 0.05  # seconds a worker leaves new connections to a less loaded one
 DEFER_STEP = 0.002  # seconds between two looks at the listening socket while deferring
 RECV = 256 * 1024
+HOUSEKEEPING = 0.25  # seconds between two rounds of the main loop's chores
 FIRST = futures.FIRST_COMPLETED
 SLOTS = 64
 
@@ -64,6 +66,34 @@ def _canned(status: str, code: str, text: str) -> bytes:
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body
+
+
+class ReadAhead(SocketUnreader):  # type: ignore[misc]
+    """gunicorn's socket reader, served first from the bytes the main loop read ahead.
+
+    Handed out in socket-sized pieces: gunicorn's body readers push back what they do not
+    consume, so one large piece would be copied again on every small read.
+    """
+
+    def __init__(self, sock: socket.socket, max_chunk: int = 8192) -> None:
+        """Read from ``sock`` once the bytes fed are used up."""
+        super().__init__(sock, max_chunk)
+        self.ahead = b""
+        self.pos = 0
+
+    def feed(self, data: bytes) -> None:
+        """Bytes read ahead of the parser (after any not yet handed out)."""
+        self.ahead = self.ahead[self.pos :] + data if self.pos < len(self.ahead) else data
+        self.pos = 0
+
+    def chunk(self) -> bytes:
+        """The next piece: read-ahead bytes first, then the socket."""
+        if self.pos < len(self.ahead):
+            piece = self.ahead[self.pos : self.pos + self.mxchunk]
+            self.pos += len(piece)
+            return piece
+        data: bytes = self.sock.recv(self.mxchunk)
+        return data
 
 
 class BufferedConn(TConn):  # type: ignore[misc]
@@ -198,7 +228,9 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         with self._lock:
             self.poller.unregister(conn.sock)
         conn.init()
-        conn.parser.unreader.unread(bytes(conn.buf))
+        if not isinstance(conn.parser.unreader, ReadAhead):
+            conn.parser.unreader = ReadAhead(conn.sock)
+        conn.parser.unreader.feed(bytes(conn.buf))
         conn.buf = bytearray()
         conn.scan = None
         fs = self.tpool.submit(self.handle, conn)
@@ -242,31 +274,40 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
     # --- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
-        """gthread's loop, with deferred accepting and read deadlines."""
+        """gthread's loop, with deferred accepting and read deadlines.
+
+        Housekeeping (heartbeat, parent check, keep-alive and read deadlines, finished
+        futures) runs at most every ``HOUSEKEEPING`` s, not after every event: each of its
+        system calls gives up the GIL and waits to take it back from a thread that is
+        running a request (gthread's threads were mostly blocked reading at that moment).
+        """
         for sock in self.sockets:
             sock.setblocking(False)
         self.paused = True
         self._resume()
+        chores = 0.0
         try:
             while self.alive:
-                self.notify()
                 now = time.monotonic()
+                if now >= chores:
+                    chores = now + HOUSEKEEPING
+                    self.notify()
+                    done = futures.wait(self.futures, timeout=0, return_when=FIRST).done
+                    for fut in done:
+                        self.futures.remove(fut)
+                    if not self.is_parent_alive():
+                        break
+                    self.murder_keepalived()
+                    self._expire_reads()
                 if self.paused and now >= self.resume_at:
                     self._resume()
                 self._publish()
                 if self.nr_conns < self.worker_connections:
-                    wait = 1.0 if not self.paused else max(0.0, self.resume_at - now)
+                    wait = HOUSEKEEPING if not self.paused else max(0.0, self.resume_at - now)
                     for key, _ in self.poller.select(wait):
                         key.data(key.fileobj)
-                    result = futures.wait(self.futures, timeout=0, return_when=FIRST)
                 else:
-                    result = futures.wait(self.futures, timeout=1.0, return_when=FIRST)
-                for fut in result.done:
-                    self.futures.remove(fut)
-                if not self.is_parent_alive():
-                    break
-                self.murder_keepalived()
-                self._expire_reads()
+                    futures.wait(self.futures, timeout=HOUSEKEEPING, return_when=FIRST)
         finally:
             release_slot(os.getpid())
         self.tpool.shutdown(False)
