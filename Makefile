@@ -33,6 +33,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_evaluate.py
 	$(BIN)/python bench/bench_http.py
+	$(BIN)/python bench/bench_slow.py
 
 rules-doc: $(STAMP)
 	$(BIN)/cds-service rules --format md > docs/rules.md
