@@ -306,8 +306,10 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
                     wait = HOUSEKEEPING if not self.paused else max(0.0, self.resume_at - now)
                     for key, _ in self.poller.select(wait):
                         key.data(key.fileobj)
-                else:
-                    futures.wait(self.futures, timeout=HOUSEKEEPING, return_when=FIRST)
+                else:  # at worker_connections: wait for a request to finish
+                    done = futures.wait(self.futures, timeout=HOUSEKEEPING, return_when=FIRST).done
+                    for fut in done:
+                        self.futures.remove(fut)
         finally:
             release_slot(os.getpid())
         self.tpool.shutdown(False)
