@@ -159,7 +159,7 @@ def main() -> int:
                 r = asyncio.run(scenario(server.port, args.slow, mode, args.interval, args.duration))
                 verdict = "met" if r["within_1s"] >= 0.95 else "NOT met"
                 failed |= verdict != "met"
-                print(f"slow {mode}s: {args.slow} connections, one {'header line' if mode == 'header' else 'body byte'} "
+                print(f"slow {'headers' if mode == 'header' else 'bodies'}: {args.slow} connections, one {'header line' if mode == 'header' else 'body byte'} "
                       f"every {args.interval:g} s ({r['slow_connections_opened']} opened in {args.duration:g} s); "
                       f"normal requests: {r['requests']}, answered 200 within 1 s: {r['within_1s']:.0%} "
                       f"(target >= 95 %: {verdict}), p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms")  # fmt: skip
