@@ -23,13 +23,14 @@ OUTCOMES = ("accepted", "overridden")
 MAX_ITEMS = 1000
 MAX_ID_CHARS = 255
 MAX_TEXT_CHARS = 4000
+BLANK = " \t\r\n"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
 def _text(value: Any, where: str, limit: int = MAX_ID_CHARS, *, required: bool = True) -> None:
     if value is None and not required:
         return
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip(BLANK):  # the OpenAPI pattern's blank
         raise BadRequest(f"{where} must be a non-empty string", expression=[where])
     if len(value) > limit:
         raise BadRequest(f"{where} is longer than {limit} characters", expression=[where])

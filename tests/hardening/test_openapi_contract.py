@@ -30,6 +30,16 @@ def test_the_cds_request_schema_is_the_one_the_service_validates_with(client: Fl
     assert response.status_code == 400
 
 
+def test_each_service_path_names_its_own_hook(client: FlaskClient) -> None:
+    paths = document(client)["paths"]
+    schema = paths[PATIENT_VIEW]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    narrowed = schema["allOf"][1]["properties"]
+    assert narrowed["hook"] == {"const": "patient-view"}
+    assert "patientId" in narrowed["context"]["required"]
+    assert "/cds-services/{id}" not in paths
+    assert "security" not in paths[PATIENT_VIEW]["post"]  # CDS_AUTH=off here: nothing is checked
+
+
 def test_feedback_needs_at_least_one_item(client: FlaskClient) -> None:
     schema = document(client)["components"]["schemas"]["Feedback"]["properties"]["feedback"]
     assert schema["minItems"] == 1
@@ -39,9 +49,9 @@ def test_feedback_needs_at_least_one_item(client: FlaskClient) -> None:
 def test_every_status_the_service_sends_is_documented(client: FlaskClient) -> None:
     paths = document(client)["paths"]
     sent = {
-        ("/cds-services/{id}", "415"): client.post(PATIENT_VIEW, data=b"x", content_type="text/plain"),
-        ("/cds-services/{id}/feedback", "415"): client.post(FEEDBACK, data=b"x", content_type="text/plain"),
-        ("/cds-services/{id}/feedback", "400"): client.post(FEEDBACK, json={"feedback": []}),
+        (PATIENT_VIEW, "415"): client.post(PATIENT_VIEW, data=b"x", content_type="text/plain"),
+        (FEEDBACK, "415"): client.post(FEEDBACK, data=b"x", content_type="text/plain"),
+        (FEEDBACK, "400"): client.post(FEEDBACK, json={"feedback": []}),
         ("/hl7v2", "415"): client.post("/hl7v2", data=b"x", content_type="image/png"),
         ("/hl7v2", "400"): client.post("/hl7v2", data=b"", content_type="application/hl7-v2"),
     }
