@@ -1,7 +1,8 @@
 """Benchmark: CDS Hooks patient-view over HTTP, the product side by side with a trivial endpoint.
 
-Two gunicorn servers, same settings (``cds-service serve``'s command line: gthread,
-``--workers 2 --threads 4``, ``cds_service.gunicorn_conf``), each on its own port:
+Two gunicorn servers, same settings (``cds-service serve``'s command line: its worker class
+``BufferedThreadWorker``, ``--workers 2 --threads 4``, ``cds_service.gunicorn_conf``), each on
+its own port:
 
 - the product (``cds-service serve``, ``CDS_AUTH=off``, a temporary migrated SQLite DB);
 - ``bench/trivial_app.py``: parses the same JSON body and answers one fixed card.
@@ -58,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_evaluate import ENCOUNTER, NOW, SOURCE, build_bundle  # noqa: E402
-from cds_service.serve import APP_FACTORY, gunicorn_argv  # noqa: E402
+from cds_service.serve import APP_FACTORY, WORKER_CLASS, gunicorn_argv  # noqa: E402
 
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## CDS Hooks over HTTP (gunicorn, 2 workers)"
@@ -67,6 +68,7 @@ PATH = "/cds-services/magnesium-aki-patient-view"
 PLACEHOLDER = "00000000-0000-4000-8000-000000000000"  # hookInstance, rewritten per request
 TARGET_RATIO, TARGET_P99_MS = 0.7, 50.0
 RAMP = 0.05  # seconds between two clients' connections (a pool grows; not 8 in one instant)
+WORKER = WORKER_CLASS.rsplit(".", 1)[-1]  # the serving worker class, as named in the report
 BURST = "burst"  # the product again, every connection opened in the same instant
 TARGET_BURST = 1.5  # burst p99 at most this many times the staggered p99
 LABELS = {"product": "product (`cds-service serve`)", "trivial": "trivial (`bench/trivial_app.py`)",
@@ -420,7 +422,7 @@ def main() -> int:
                   f"suggested resources {kinds}")  # fmt: skip
             if not kinds:
                 raise SystemExit("the product gave no suggestion: the benchmark would not exercise rendering")
-            print(f"{machine()}; gunicorn gthread --workers {args.workers} --threads {args.threads}; "
+            print(f"{machine()}; gunicorn {WORKER} --workers {args.workers} --threads {args.threads}; "
                   f"{args.clients} keep-alive clients; {args.warmup:.0f} s warm-up + {args.duration:.0f} s "
                   f"x {args.rounds} round(s) each")  # fmt: skip
             runs: dict[str, list[Run]] = {"product": [], "trivial": [], BURST: []}
@@ -454,7 +456,7 @@ def main() -> int:
     p99 = rows["product"][2]
     lines = [
         f"Measured {datetime.now(UTC):%Y-%m-%d} by `bench/bench_http.py`: {machine()}; the load generator "
-        f"(one Python process, asyncio) shares the cores with both servers. gunicorn gthread "
+        f"(one Python process, asyncio) shares the cores with both servers. gunicorn {WORKER} "
         f"`--workers {args.workers} --threads {args.threads}`, {args.clients} keep-alive clients opened "
         f"{RAMP * 1000:.0f} ms apart, {args.warmup:.0f} s warm-up, {args.duration:.0f} s measured x "
         f"{args.rounds} round(s); "
