@@ -53,11 +53,12 @@ def post_worker_init(worker: Any) -> None:
     service.setLevel(logging.INFO)
     service.propagate = False
     gc.freeze()
+    service.info("worker %s ready", worker.pid)
 
 
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges and its connection count (the worker's table)."""
-    from cds_service.web.worker import release_slot
+    from cds_service.web.worker_table import release_slot
 
     release_slot(worker.pid)
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

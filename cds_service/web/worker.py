@@ -10,101 +10,36 @@ workers share new connections evenly (docs/decisions.md §12).
 - gthread accepts every connection it can: when a client pool opens its keep-alive
   connections in one instant, one worker may take them all and leave the other cores idle.
   Here a worker holding more connections than the least loaded live worker leaves the next
-  one to it (for at most ``MAX_DEFER`` s, so a stuck worker never blocks accepting).
+  one to it, for at most ``MAX_DEFER`` s (then it accepts without deferring for ``GIVE_UP``
+  s), so a stuck or descheduled worker never blocks accepting for long.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import json
-import multiprocessing
 import os
 import selectors
 import socket
 import time
 from concurrent import futures
 from functools import partial
-from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
-from gunicorn.http.unreader import SocketUnreader
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import ThreadWorker
 
-from cds_service.web.request_scan import RequestScan, Scan
+from cds_service.web import worker_table as table
+from cds_service.web.request_scan import Scan
+from cds_service.web.worker_conn import BufferedConn, ReadAhead, RequestScan, canned
 
 HEAD_TIMEOUT = 10.0  # seconds from a request's first byte to the end of its head
 REQUEST_TIMEOUT = 60.0  # seconds from a request's first byte to the end of its body
 MAX_BUFFERED = 64 * 1024 * 1024  # bytes of unfinished requests one worker holds (else 503)
-MAX_DEFER = 0.05  # seconds a worker leaves new connections to a less loaded one
+MAX_DEFER = 0.2  # seconds a worker leaves new connections to a less loaded one
+GIVE_UP = 1.0  # seconds of accepting without deferring after the other worker did not come
 DEFER_STEP = 0.002  # seconds between two looks at the listening socket while deferring
 RECV = 256 * 1024
 HOUSEKEEPING = 0.25  # seconds between two rounds of the main loop's chores
 FIRST = futures.FIRST_COMPLETED
-SLOTS = 64
-
-# Connection counts of the live workers, shared by fork: [pid, connections] per slot.
-_TABLE = RawArray(ctypes.c_long, 2 * SLOTS)
-_TABLE_LOCK = multiprocessing.Lock()
-
-
-def release_slot(pid: int) -> None:
-    """Forget an exited worker's connection count (gunicorn ``child_exit``)."""
-    with _TABLE_LOCK:
-        for i in range(SLOTS):
-            if _TABLE[2 * i] == pid:
-                _TABLE[2 * i] = _TABLE[2 * i + 1] = 0
-
-
-def _canned(status: str, code: str, text: str) -> bytes:
-    body = json.dumps(
-        {"resourceType": "OperationOutcome",
-         "issue": [{"severity": "error", "code": code, "details": {"text": text}}]}
-    ).encode()  # fmt: skip
-    head = (
-        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-class ReadAhead(SocketUnreader):  # type: ignore[misc]
-    """gunicorn's socket reader, served first from the bytes the main loop read ahead.
-
-    Handed out in socket-sized pieces: gunicorn's body readers push back what they do not
-    consume, so one large piece would be copied again on every small read.
-    """
-
-    def __init__(self, sock: socket.socket, max_chunk: int = 8192) -> None:
-        """Read from ``sock`` once the bytes fed are used up."""
-        super().__init__(sock, max_chunk)
-        self.ahead = b""
-        self.pos = 0
-
-    def feed(self, data: bytes) -> None:
-        """Bytes read ahead of the parser (after any not yet handed out)."""
-        self.ahead = self.ahead[self.pos :] + data if self.pos < len(self.ahead) else data
-        self.pos = 0
-
-    def chunk(self) -> bytes:
-        """The next piece: read-ahead bytes first, then the socket."""
-        if self.pos < len(self.ahead):
-            piece = self.ahead[self.pos : self.pos + self.mxchunk]
-            self.pos += len(piece)
-            return piece
-        data: bytes = self.sock.recv(self.mxchunk)
-        return data
-
-
-class BufferedConn(TConn):  # type: ignore[misc]
-    """A connection with the bytes of its unfinished request."""
-
-    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any) -> None:
-        """Wrap an accepted socket (non-blocking until a thread takes it)."""
-        super().__init__(cfg, sock, client, server)
-        self.buf = bytearray()
-        self.scan: RequestScan | None = None
-        self.started = 0.0  # monotonic time of the unfinished request's first byte
 
 
 class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
@@ -118,43 +53,32 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
             raise RuntimeError("BufferedThreadWorker does not terminate TLS (use a proxy)")
 
     def init_process(self) -> None:
-        """Read the body limit, claim a slot in the shared table, then run."""
+        """Read the body limit, then load the app and run."""
         from cds_service.config import Settings
 
         self.max_body = Settings.from_env().max_body_bytes
         self.reading: set[BufferedConn] = set()
         self.buffered = 0
-        self.slot = -1
         self.paused = False
         self.resume_at = 0.0
         self.defer_since: float | None = None
-        with _TABLE_LOCK:
-            for i in range(SLOTS):
-                pid = int(_TABLE[2 * i])
-                if pid == 0 or not _alive(pid):
-                    _TABLE[2 * i], _TABLE[2 * i + 1] = os.getpid(), 0
-                    self.slot = i
-                    break
+        self.no_defer_until = 0.0
+        self.slot = -1  # claimed in run(): a worker still loading the app is not counted
         super().init_process()
 
     # --- accepting ------------------------------------------------------------------------
 
-    def _others_min(self) -> int | None:
-        counts = [
-            int(_TABLE[2 * i + 1]) for i in range(SLOTS) if i != self.slot and _TABLE[2 * i] != 0
-        ]
-        return min(counts) if counts else None
-
     def accept(self, server: Any, listener: socket.socket) -> None:
         """Accept one connection, unless a less loaded worker should take it."""
         now = time.monotonic()
-        least = self._others_min()
-        if least is not None and self.nr_conns > least:
+        least = table.least_other(self.slot)
+        if least is not None and self.nr_conns > least and now >= self.no_defer_until:
             if self.defer_since is None:
                 self.defer_since = now
             if now - self.defer_since < MAX_DEFER:
                 self._pause(now)
                 return
+            self.no_defer_until = now + GIVE_UP  # the other worker did not come: take them all
         self.defer_since = None
         try:
             sock, client = listener.accept()
@@ -185,8 +109,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
             self.paused = False
 
     def _publish(self) -> None:
-        if self.slot >= 0:
-            _TABLE[2 * self.slot + 1] = self.nr_conns
+        table.publish(self.slot, self.nr_conns)
 
     # --- reading --------------------------------------------------------------------------
 
@@ -218,11 +141,11 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         verdict = conn.scan.feed(conn.buf)
         if verdict is Scan.MORE:
             if self.buffered > MAX_BUFFERED:
-                self._answer(conn, _canned("503 Service Unavailable", "transient", "Server busy"))
+                self._answer(conn, canned("503 Service Unavailable", "transient", "Server busy"))
             return
         if verdict is Scan.TOO_LARGE:
             text = f"Request body larger than {self.max_body} bytes"
-            self._answer(conn, _canned("413 Content Too Large", "too-costly", text))
+            self._answer(conn, canned("413 Content Too Large", "too-costly", text))
             return
         self._forget(conn)
         with self._lock:
@@ -268,7 +191,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
             or (now - c.started > HEAD_TIMEOUT and c.scan is not None and c.scan.head_end < 0)
         ]
         for conn in late:
-            timeout = _canned("408 Request Timeout", "timeout", "Request not received in time")
+            timeout = canned("408 Request Timeout", "timeout", "Request not received in time")
             self._answer(conn, timeout)
 
     # --- the loop -------------------------------------------------------------------------
@@ -281,6 +204,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         system calls gives up the GIL and waits to take it back from a thread that is
         running a request (gthread's threads were mostly blocked reading at that moment).
         """
+        self.slot = table.claim_slot(os.getpid())
         for sock in self.sockets:
             sock.setblocking(False)
         self.paused = True
@@ -311,7 +235,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
                     for fut in done:
                         self.futures.remove(fut)
         finally:
-            release_slot(os.getpid())
+            table.release_slot(os.getpid())
         self.tpool.shutdown(False)
         self.poller.close()
         for s in self.sockets:
@@ -322,13 +246,3 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         """gthread's, keeping the shared connection count current."""
         super().finish_request(fs)
         self._publish()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -36,6 +36,7 @@ WAIT = 20.0  # seconds any single answer may take before the test gives up
 class Served:
     port: int
     url: str  # database
+    master: int  # gunicorn master pid
 
 
 def _free_port() -> int:
@@ -48,6 +49,11 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``cds-service serve --workers 1 --threads 2`` on a migrated SQLite file."""
+    yield from serve(tmp_path_factory, workers=1)
+
+
+def serve(tmp_path_factory: pytest.TempPathFactory, workers: int) -> Iterator[Served]:
+    """``cds-service serve --workers N --threads 2`` until the generator is closed."""
     tmp = tmp_path_factory.mktemp("serving")
     url = f"sqlite:///{tmp / 'cds.db'}"
     migrate(url)
@@ -58,7 +64,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     log = tmp / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cds_service.cli", "serve", "--workers", "1", "--threads", "2"],
+            [sys.executable, "-m", "cds_service.cli", "serve", "--workers", str(workers), "--threads", "2"],
             env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -70,7 +76,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                     break
             except OSError:
                 time.sleep(0.2)
-        yield Served(port, url)
+        while time.monotonic() < deadline and log.read_text("utf-8", "replace").count("ready") < workers:
+            time.sleep(0.2)  # every worker has loaded the app ("worker N ready")
+        yield Served(port, url, proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -182,3 +190,41 @@ def test_a_head_that_never_ends_is_closed_with_408(served: Served) -> None:
         sock.settimeout(WAIT)
         answer = sock.recv(65536)  # the server gives up on the head after HEAD_TIMEOUT
     assert answer.startswith(b"HTTP/1.1 408")
+
+
+@pytest.fixture(scope="module")
+def served_two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The same with two workers."""
+    yield from serve(tmp_path_factory, workers=2)
+
+
+def sockets_of(pid: int) -> set[str]:
+    """The socket inodes a process holds open."""
+    out = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            out.add(target)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_connections_opened_at_once_are_shared_by_the_workers(served_two: Served) -> None:
+    workers = [int(p) for p in Path(f"/proc/{served_two.master}/task/{served_two.master}/children").read_text().split()]
+    assert len(workers) == 2
+    before = {w: sockets_of(w) for w in workers}
+    conns = [socket.create_connection(("127.0.0.1", served_two.port), timeout=WAIT) for _ in range(8)]
+    try:
+        for c in conns:  # one request each, so that every connection has been accepted
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        for c in conns:
+            assert c.recv(65536).startswith(b"HTTP/1.1 200")
+        held = {w: len(sockets_of(w) - before[w]) for w in workers}
+    finally:
+        for c in conns:
+            c.close()
+    assert sum(held.values()) == 8
+    assert min(held.values()) >= 2, held  # plain gthread often left one worker with none
