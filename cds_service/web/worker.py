@@ -37,6 +37,7 @@ MAX_BUFFERED = 64 * 1024 * 1024  # bytes of unfinished requests one worker holds
 MAX_DEFER = 0.2  # seconds a worker leaves new connections to a less loaded one
 GIVE_UP = 1.0  # seconds of accepting without deferring after the other worker did not come
 DEFER_STEP = 0.002  # seconds between two looks at the listening socket while deferring
+EPISODE_GAP = 0.05  # no look for this long: the connection deferred before was taken
 RECV = 256 * 1024
 HOUSEKEEPING = 0.25  # seconds between two rounds of the main loop's chores
 FIRST = futures.FIRST_COMPLETED
@@ -63,6 +64,7 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         self.resume_at = 0.0
         self.defer_since: float | None = None
         self.no_defer_until = 0.0
+        self.last_defer = 0.0
         self.slot = -1  # claimed in run(): a worker still loading the app is not counted
         super().init_process()
 
@@ -73,8 +75,9 @@ class BufferedThreadWorker(ThreadWorker):  # type: ignore[misc]
         now = time.monotonic()
         least = table.least_other(self.slot)
         if least is not None and self.nr_conns > least and now >= self.no_defer_until:
-            if self.defer_since is None:
-                self.defer_since = now
+            if self.defer_since is None or now - self.last_defer > EPISODE_GAP:
+                self.defer_since = now  # a new connection waiting, not the one of before
+            self.last_defer = now
             if now - self.defer_since < MAX_DEFER:
                 self._pause(now)
                 return
