@@ -51,6 +51,7 @@ lint: $(TESTING)
 bench: $(TESTING)
 	$(BIN)/python bench/bench_evaluate.py
 	$(BIN)/python bench/bench_http.py
+	$(BIN)/python bench/bench_slow.py
 
 rules-doc: $(RUNTIME)
 	$(BIN)/cds-service rules --format md > docs/rules.md

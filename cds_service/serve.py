@@ -1,4 +1,4 @@
-"""``cds-service serve`` (gunicorn, gthread workers) and ``cds-service migrate``."""
+"""``cds-service serve`` (gunicorn, gthread-based workers) and ``cds-service migrate``."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ from cds_service.config import Settings, settings_for_command
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 8
 APP_FACTORY = "cds_service.app:create_app()"
+# gthread that reads whole requests before a thread runs them (docs/decisions.md §14)
+WORKER_CLASS = "cds_service.web.worker.BufferedThreadWorker"
 
 
 def gunicorn_argv(host: str, port: int, workers: int, threads: int) -> list[str]:
     """The gunicorn command line that serves the app."""
     return [
         sys.executable, "-m", "gunicorn",
-        "--worker-class", "gthread",
+        "--worker-class", WORKER_CLASS,
         "--workers", str(workers),
         "--threads", str(threads),
         "--bind", f"{host}:{port}",

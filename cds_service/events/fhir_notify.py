@@ -9,13 +9,10 @@ Queued advice is handed to this process's delivery thread right after the commit
 
 from __future__ import annotations
 
-import json
 import logging
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from werkzeug.exceptions import RequestEntityTooLarge
 
-from cds_service.clinical import numbers
 from cds_service.events.app_state import app_singleton, authorise_events
 from cds_service.events.fhir_events import FhirEvents, Transient
 from cds_service.events.fhir_notify_forms import BadNotification, parse_notification
@@ -23,9 +20,9 @@ from cds_service.events.outbound import DeliveryLoop
 from cds_service.hooks.errors import (
     BadRequest,
     HookError,
-    PayloadTooLarge,
     UnsupportedMediaType,
 )
+from cds_service.web.body import parse_json, read_body
 
 bp = Blueprint("fhir_notifications", __name__)
 log = logging.getLogger("cds_service.events.fhir")
@@ -77,23 +74,12 @@ def _body() -> object:
 
     :raises PayloadTooLarge, UnsupportedMediaType, BadRequest: as named.
     """
-    limit = current_app.extensions["cds"].settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge("the notification exceeds the size limit")
-    try:
-        data = request.get_data(cache=False)
-    except RequestEntityTooLarge:
-        raise PayloadTooLarge("the notification exceeds the size limit") from None
-    if len(data) > limit:
-        raise PayloadTooLarge("the notification exceeds the size limit")
+    data = read_body(current_app.extensions["cds"].settings.max_body_bytes)
     if not data.strip():
         return None
     if request.mimetype not in MEDIA_TYPES:
         raise UnsupportedMediaType("send FHIR JSON (application/fhir+json)")
-    try:
-        return numbers.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        raise BadRequest("the body is not JSON") from None
+    return parse_json(data, "the notification")
 
 
 @bp.post("/fhir/notifications")

@@ -9,7 +9,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from cds_service.events.app_state import app_singleton, authorise_events
 from cds_service.events.ingest import Ingestor, Outcome
-from cds_service.hooks.errors import UnsupportedMediaType
+from cds_service.hooks.errors import BadRequest, UnsupportedMediaType
+from cds_service.web.body import read_body
 
 bp = Blueprint("hl7v2", __name__)
 MEDIA_TYPES = frozenset(
@@ -57,7 +58,10 @@ def receive() -> Response:
     authorise_events()
     if request.mimetype not in MEDIA_TYPES and not request.mimetype.startswith("text/"):
         raise UnsupportedMediaType("send the message as text/plain or application/hl7-v2")
-    outcome = ingestor().handle(request.get_data(cache=False), "http", charset=_charset())
+    raw = read_body(current_app.extensions["cds"].settings.max_body_bytes)
+    if not raw.strip():
+        raise BadRequest("send one HL7 v2 message (ER7) as the body", expression=["body"])
+    outcome = ingestor().handle(raw, "http", charset=_charset())
     if outcome.advice:
         from cds_service.events.fhir_notify import delivery_loop
 

@@ -43,6 +43,18 @@ RAW_LIMIT = 65_536  # characters of an unreadable payload kept for diagnosis
 __all__ = ["Ingestor", "Outcome"]
 
 
+def nul_location(text: str) -> str:
+    """ERR-2 location (segment^sequence^field) of the first U+0000 in an ER7 message."""
+    at = text.index("\x00")
+    segments = text[:at].split("\r")
+    current = segments[-1]
+    name = current[:3]
+    sequence = sum(1 for seg in segments if seg[:3] == name)
+    separator = text[3:4] or "|"
+    field = current.count(separator) + (1 if name == "MSH" else 0)
+    return f"{name}^{sequence}^{field}"
+
+
 class _Duplicate(Exception):
     """The message row already exists (a concurrent copy committed first)."""
 
@@ -114,6 +126,9 @@ class Ingestor:
         dup = find_duplicate(self.engine, msg)
         if dup is not None:
             return dup
+        if "\x00" in msg.text:  # not HL7 text; stored with U+FFFD in its place (store.engine)
+            err = self._error("data_type", nul_location(msg.text), "NUL character in the message")
+            return self._finish(msg, "AE", err, msg.text)
         if msg.msh.first(11).upper() not in maps.processing_ids:
             err = self._error(
                 "unsupported_processing_id", "MSH^1^11", "MSH-11 processing id not supported"

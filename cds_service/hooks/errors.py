@@ -123,8 +123,16 @@ def _unexpected(exc: Exception) -> Response:
     return outcome_response(500, body, {})
 
 
+def _too_deep(exc: RecursionError) -> Response:
+    # only input nested deeper than Python recursion reaches this (JSON parsing has its own)
+    log.warning("request rejected: structure nested too deeply")
+    body = operation_outcome("structure", "Request structure nested too deeply")
+    return outcome_response(400, body, {})
+
+
 def register_error_handlers(app: Flask) -> None:
     """Turn every error into an OperationOutcome response."""
     app.register_error_handler(HookError, _hook_error)
+    app.register_error_handler(RecursionError, _too_deep)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

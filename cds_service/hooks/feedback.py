@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ from cds_service.hooks.auth import AuthError, expected_audience
 from cds_service.hooks.errors import BadRequest, PayloadTooLarge, ServiceNotFound, Unauthorized
 from cds_service.hooks.request import check_content_type
 from cds_service.store.store import parse_instant
+from cds_service.web.body import parse_json, read_body
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +23,14 @@ OUTCOMES = ("accepted", "overridden")
 MAX_ITEMS = 1000
 MAX_ID_CHARS = 255
 MAX_TEXT_CHARS = 4000
+BLANK = " \t\r\n"
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
 def _text(value: Any, where: str, limit: int = MAX_ID_CHARS, *, required: bool = True) -> None:
     if value is None and not required:
         return
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip(BLANK):  # the OpenAPI pattern's blank
         raise BadRequest(f"{where} must be a non-empty string", expression=[where])
     if len(value) > limit:
         raise BadRequest(f"{where} is longer than {limit} characters", expression=[where])
@@ -92,10 +93,7 @@ def parse_feedback(raw: bytes) -> list[Mapping[str, Any]]:
 
     :raises BadRequest: not JSON, or not a feedback document.
     """
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest("Request body is not valid JSON") from None
+    body = parse_json(raw)
     items = body.get("feedback") if isinstance(body, Mapping) else None
     if not isinstance(items, list) or not items:
         raise BadRequest("feedback must be a non-empty array", expression=["feedback"])
@@ -135,7 +133,7 @@ def feedback(service_id: str) -> Response:
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"Request body larger than {limit} bytes")
     check_content_type(request.content_type)
-    items = parse_feedback(request.get_data(cache=False))
+    items = parse_feedback(read_body(limit))
     new = sum(state.store.save_feedback(service_id, item) for item in items)
     log.info("feedback for %s: %d item(s), %d new", service_id, len(items), new)
     return jsonify({})

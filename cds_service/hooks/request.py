@@ -9,9 +9,9 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from cds_service.clinical import numbers
 from cds_service.hooks.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from cds_service.hooks.services import ServiceDef
+from cds_service.web.body import parse_json
 
 LOCALES = {"en": "en", "zh": "zh-CN", "zh-cn": "zh-CN", "zh-sg": "zh-CN", "zh-hans": "zh-CN"}
 _JSON_TYPES = {"string": str, "array": list, "object": dict, "Bundle": dict}
@@ -66,10 +66,7 @@ def parse_request(raw: bytes, service: ServiceDef) -> dict[str, Any]:
 
     :raises BadRequest: malformed JSON, a missing or mistyped field, or a hook mismatch.
     """
-    try:
-        body = numbers.loads(raw)  # decimals keep their reported precision
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest("Request body is not valid JSON", diagnostics=str(exc)) from None
+    body = parse_json(raw)
     errors = schema_errors("cds-request.schema.json", body)
     if errors:
         raise BadRequest("Request is not a CDS Hooks request", diagnostics="; ".join(errors[:5]))

@@ -25,6 +25,7 @@ from cds_service.hooks.request import (
 )
 from cds_service.hooks.services import ServiceDef, discovery
 from cds_service.rules.engine import evaluate
+from cds_service.web.body import read_body
 
 if TYPE_CHECKING:
     from cds_service.app import ServiceState
@@ -55,7 +56,7 @@ def invoke(service_id: str) -> Response:
     check_size(request.content_length, st.settings.max_body_bytes)
     authenticate(st, request.headers.get("Authorization"))
     check_content_type(request.content_type)
-    body = parse_request(request.get_data(cache=False), service)
+    body = parse_request(read_body(st.settings.max_body_bytes), service)
     outcome = _prefetch(st, body, service)
     now = datetime.now(UTC)
     snapshot = snapshot_from_cds_request(

@@ -4,10 +4,15 @@ A file SQLite database has a second, *relaxed* Engine per process for writes tha
 lost in a power failure but not in a killed process (the card log): its connections run
 ``synchronous=NORMAL`` and commit without an fsync. Everything else (HL7 messages and their
 ACKs, feedback, JWT ids) goes through the durable Engine (``synchronous=FULL``).
+
+Text is stored alike on every backend: PostgreSQL cannot store U+0000 in text, so every
+statement's string parameters have it replaced by U+FFFD (the Unicode replacement character,
+the recorded marker) on every database, before the driver sees them (``without_nul``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -18,6 +23,9 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_MS = 10_000
+NUL, MARKER = "\x00", "\ufffd"
+
+log = logging.getLogger(__name__)
 
 _ENGINES: dict[tuple[str, bool], Engine] = {}  # (url, durable)
 _LOCK = threading.Lock()
@@ -85,6 +93,41 @@ def dispose_engine(url: str) -> None:
     for engine in engines:
         if engine is not None:
             engine.dispose()
+
+
+def _clean(params: Any) -> tuple[Any, int]:
+    """``params`` with U+0000 replaced in its strings, and how many strings changed."""
+    if isinstance(params, dict):
+        if not any(type(v) is str and NUL in v for v in params.values()):
+            return params, 0
+        changed = sum(1 for v in params.values() if type(v) is str and NUL in v)
+        return {k: _clean_value(v) for k, v in params.items()}, changed
+    if isinstance(params, tuple):
+        if not any(type(v) is str and NUL in v for v in params):
+            return params, 0
+        changed = sum(1 for v in params if type(v) is str and NUL in v)
+        return tuple(_clean_value(v) for v in params), changed
+    if isinstance(params, list):  # executemany: one dict or tuple per row
+        rows = [_clean(row) for row in params]
+        return [row for row, _ in rows], sum(n for _, n in rows)
+    return params, 0
+
+
+def _clean_value(value: Any) -> Any:
+    return value.replace(NUL, MARKER) if type(value) is str else value
+
+
+def without_nul(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> tuple[str, Any]:
+    """``before_cursor_execute``: U+0000 in string parameters becomes U+FFFD, on every backend."""
+    cleaned, changed = _clean(parameters)
+    if changed:
+        log.warning("stored text: U+0000 replaced by U+FFFD in %d value(s)", changed)
+    return statement, cleaned
+
+
+event.listen(Engine, "before_cursor_execute", without_nul, retval=True)
 
 
 def _after_fork() -> None:
