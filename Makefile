@@ -8,7 +8,7 @@ RUNTIME := $(VENV)/.installed-runtime
 TESTING := $(VENV)/.installed-test
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test lint bench rules-doc clean
+.PHONY: run test lint bench rules-doc cards-doc clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,9 @@ bench: $(TESTING)
 
 rules-doc: $(RUNTIME)
 	$(BIN)/cds-service rules --format md > docs/rules.md
+
+cards-doc: $(RUNTIME)
+	$(BIN)/cds-service cards > docs/cards.md
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -17,7 +17,9 @@ from cds_service.events.commands import add_commands as add_event_commands
 from cds_service.events.mllp import add_command as add_mllp
 from cds_service.examples import add_command as add_example
 from cds_service.preflight import LISTENS, preflight
+from cds_service.render.cards import CardRenderer
 from cds_service.render.fhir import OrderCodes
+from cds_service.render.gallery import gallery_markdown
 from cds_service.render.plain import document_text
 from cds_service.render.report import advice_dict
 from cds_service.render.rules_table import rules_json, rules_markdown
@@ -138,6 +140,13 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cards(args: argparse.Namespace) -> int:
+    knowledge = load(args.site)
+    renderer = CardRenderer(knowledge, OrderCodes(mappings_dir() / "orders.yaml"))
+    print(gallery_markdown(knowledge, renderer, Path(args.scenarios)), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cds-service``."""
     parser = argparse.ArgumentParser(prog="cds-service", description=__doc__)
@@ -154,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     ru = sub.add_parser("rules", help="print the rule table with citations")
     ru.add_argument("--format", choices=["json", "md"], default="json")
     ru.set_defaults(func=_cmd_rules)
+    ca = sub.add_parser("cards", help="print the card gallery (docs/cards.md) as Markdown")
+    ca.add_argument(
+        "--scenarios", default=str(PROJECT / "examples" / "gallery.yaml"), help="scenario file"
+    )
+    ca.set_defaults(func=_cmd_cards)
     add_commands(sub)
     add_mllp(sub)
     add_event_commands(sub)
