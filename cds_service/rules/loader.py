@@ -15,6 +15,13 @@ from cds_service.clinical.units import Units, build_units
 from cds_service.rules import facts as F
 from cds_service.rules.context import AKI_SET, DIALYSIS_SET, MAGNESIUM_SETS
 from cds_service.rules.durations import parse_duration
+from cds_service.rules.loader_names import (
+    ICU_FILE,
+    SPECIMEN_FILE,
+    NamesError,
+    load_icu_names,
+    load_specimen_words,
+)
 from cds_service.rules.measures import ANCHORS, PICKS, parse_window
 from cds_service.rules.model import (
     INDICATOR_ORDER,
@@ -153,10 +160,27 @@ def load_site(path: Path | None, valuesets: ValueSets) -> SiteMap:
     return SiteMap(
         lab_codes=codes,
         icu_units=frozenset(str(u) for u in data.get("icu_units") or []),
+        icu_units_removed=frozenset(str(u) for u in data.get("icu_units_removed") or []),
         disabled_rules=frozenset(data.get("disabled_rules") or []),
         indicator_overrides=dict(overrides),
         source_file=where,
     )
+
+
+def load_names(root: Path, site: SiteMap, valuesets: ValueSets) -> dict[str, Any]:
+    """``icu-units.yaml`` (with the site's ICU names) and ``specimens.yaml``, as Knowledge fields.
+
+    :raises MappingError: an invalid file, named with the field.
+    """
+    try:
+        return {
+            "icu_names": load_icu_names(
+                root / ICU_FILE, sorted(site.icu_units), sorted(site.icu_units_removed)
+            ),
+            "specimen_words": load_specimen_words(root / SPECIMEN_FILE, set(valuesets.sets)),
+        }
+    except NamesError as exc:
+        raise MappingError(str(exc)) from None
 
 
 def _bounds(raw: Any, where: str, quantity: str | None, checker: F.Checker) -> Bounds:
@@ -673,4 +697,5 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
         reference_range=(float(ref["low"]), float(ref["high"])),
         albumin_correction=albumin,
         version=_fingerprint(root),
+        **load_names(root, site_map, valuesets),
     )

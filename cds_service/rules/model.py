@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from cds_service.clinical.aki import AkiCriteria
+from cds_service.clinical.names import IcuNames, SpecimenWords
 from cds_service.clinical.terminology import ValueSets
 from cds_service.clinical.units import Units
 
@@ -176,6 +177,7 @@ class SiteMap:
 
     lab_codes: dict[tuple[str, str], SiteLabCode] = field(default_factory=dict)
     icu_units: frozenset[str] = frozenset()
+    icu_units_removed: frozenset[str] = frozenset()
     disabled_rules: frozenset[str] = frozenset()
     indicator_overrides: dict[str, str] = field(default_factory=dict)
     source_file: str = ""
@@ -199,6 +201,9 @@ class Knowledge:
     reference_range: tuple[float, float]
     albumin_correction: dict[str, Any]
     version: str
+    # mappings/icu-units.yaml with the site's names; mappings/specimens.yaml
+    icu_names: IcuNames = field(default_factory=IcuNames)
+    specimen_words: SpecimenWords = field(default_factory=SpecimenWords)
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id.
