@@ -178,6 +178,8 @@ class TextRenderer:
             ex: m.Excluded = c["excluded"]
             reasons = self.t["rules"][rule.text_key].get("reasons", {})
             vals["reason"] = reasons.get(ex.reason_code, ex.reason)
+            if ex.specimen:  # what the result was sent as ("Urine", "尿镁"): quoted as sent
+                vals["reason"] = f"{vals['reason']} ({ex.specimen})"
             vals["value"] = " ".join(x for x in (ex.value_text, ex.unit) if x) or "n/a"
             vals["time"] = fmt_time(ex.time)
         if "reasons" in c:
