@@ -1,0 +1,169 @@
+"""Follow-up reads after prefetch: Locations and Specimens named by reference, not included.
+
+An EHR that ignores ``_include`` (many limit prefetch to plain reads and searches), or a
+server that does not support it, leaves ``Encounter.location`` and ``Observation.specimen``
+as bare references (``{"reference": "Location/123"}``, no display): the unit's type and
+name, and the specimen's type, are then unknown. For every template with
+``_include=Encounter:location`` or ``_include=Observation:specimen``, the targets its
+resources (and, for specimens, the hook's ``context.results``) reference but the request does
+not hold are read from the allowlisted ``fhirServer`` under the hook's one deadline, and
+added to that key's Bundle as ``search.mode = include`` entries: what a server honouring the
+``_include`` would have returned. Contained (``#id``) targets need no read; references to
+another server are not followed. At most ``MAX_READS`` targets per include are read, in the
+order the resources come (newest results first). Targets that cannot be read are reported as
+``locations`` or ``specimens`` in the outcome's missing data.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cds_service.clinical.fhir_common import ref_key
+
+MAX_READS = 10
+#: _include value -> (referring type, reference field, target type, name when unobtainable)
+INCLUDES: dict[str, tuple[str, str, str, str]] = {
+    "Encounter:location": ("Encounter", "location", "Location", "locations"),
+    "Observation:specimen": ("Observation", "specimen", "Specimen", "specimens"),
+}
+_INCLUDE = re.compile(r"[?&]_include=([A-Za-z]+:[A-Za-z]+)")
+
+Fetcher = Callable[[dict[str, str]], dict[str, tuple[Any, str | None]]]
+
+
+@dataclass
+class Followed:
+    """What following the references added, and what could not be read."""
+
+    prefetch: dict[str, Any]
+    missing: list[str] = field(default_factory=list)
+    bad_resources: int = 0
+    reads: int = 0
+
+
+def _resources(value: Any) -> list[dict[str, Any]]:
+    """The resources of a prefetch value (a resource or a Bundle's entries)."""
+    if not isinstance(value, dict):
+        return []
+    if value.get("resourceType") != "Bundle":
+        return [value]
+    entries = value.get("entry")
+    out = []
+    for entry in entries if isinstance(entries, list) else ():
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(res, dict):
+            out.append(res)
+    return out
+
+
+def _held(values: Iterable[Any]) -> set[str]:
+    """``Type/id`` of every resource the request holds (by id and by fullUrl)."""
+    held: set[str] = set()
+    for value in values:
+        entries = value.get("entry") if isinstance(value, dict) else None
+        for entry in entries if isinstance(entries, list) else ():
+            url = entry.get("fullUrl") if isinstance(entry, dict) else None
+            if isinstance(url, str):
+                held.add(ref_key(url))
+        for res in _resources(value):
+            rid = res.get("id")
+            if isinstance(rid, str):
+                held.add(f"{res.get('resourceType')}/{rid}")
+    return held
+
+
+def _references(res: dict[str, Any], field_name: str) -> list[str]:
+    """The literal references of ``Encounter.location[].location`` / ``Observation.specimen``."""
+    raw = res.get(field_name)
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        ref = item.get("location") if field_name == "location" else item
+        reference = ref.get("reference") if isinstance(ref, dict) else None
+        if isinstance(reference, str) and reference and not reference.startswith(("#", "urn:")):
+            out.append(reference)
+    return out
+
+
+def wanted(
+    prefetch: Mapping[str, Any], templates: Mapping[str, str], extra: list[dict[str, Any]]
+) -> dict[str, tuple[str, dict[str, str]]]:
+    """Per include: (the key to add to, {``Type/id``: reference as written}) still to read.
+
+    ``extra``: resources of the request outside prefetch (``context.results``); their
+    references go to the first key that includes their target type.
+    """
+    held = _held([*prefetch.values(), {"resourceType": "Bundle", "entry": [
+        {"resource": r} for r in extra]}])  # fmt: skip
+    out: dict[str, tuple[str, dict[str, str]]] = {}
+    for key, template in templates.items():
+        for include in _INCLUDE.findall(template):
+            if include not in INCLUDES or include in out:
+                continue
+            source, field_name, target, _ = INCLUDES[include]
+            todo: dict[str, str] = {}
+            found = [*_resources(prefetch.get(key)), *extra]
+            for res in found:
+                if res.get("resourceType") != source:
+                    continue
+                for reference in _references(res, field_name):
+                    name = ref_key(reference)
+                    if name.startswith(f"{target}/") and name not in held and name not in todo:
+                        todo[name] = reference
+            if todo:
+                out[include] = (key, dict(list(todo.items())[:MAX_READS]))
+    return out
+
+
+def _with_includes(value: Any, found: list[dict[str, Any]]) -> dict[str, Any]:
+    """The key's value as a Bundle with the read targets appended as include entries."""
+    adds = [{"resource": r, "search": {"mode": "include"}} for r in found]
+    if isinstance(value, dict) and value.get("resourceType") == "Bundle":
+        entries = value.get("entry")
+        return {**value, "entry": [*(entries if isinstance(entries, list) else []), *adds]}
+    head = [{"resource": value}] if isinstance(value, dict) else []
+    return {"resourceType": "Bundle", "type": "searchset", "entry": [*head, *adds]}
+
+
+def follow_references(
+    prefetch: dict[str, Any],
+    templates: Mapping[str, str],
+    extra: list[dict[str, Any]],
+    fetch: Fetcher | None,
+) -> Followed:
+    """Read the referenced targets that are not included (``fetch``: None without a server)."""
+    todo = wanted(prefetch, templates, extra)
+    out = Followed(dict(prefetch))
+    if not todo:
+        return out
+    if fetch is None:
+        out.missing = sorted({INCLUDES[inc][3] for inc in todo})
+        return out
+    urls = {
+        f"{inc}|{name}": reference
+        for inc, (_, refs) in todo.items()
+        for name, reference in refs.items()
+    }
+    answers = fetch(urls)
+    out.reads = len(urls)
+    missing: set[str] = set()
+    for include, (key, refs) in todo.items():
+        target, label = INCLUDES[include][2], INCLUDES[include][3]
+        found = []
+        for name in refs:
+            value, failure = answers.get(f"{include}|{name}", (None, "not read"))
+            if failure is not None:
+                missing.add(label)
+            elif isinstance(value, dict) and value.get("resourceType") == target:
+                found.append(value)
+            elif value is not None:  # an answer that is not the resource asked for
+                out.bad_resources += 1
+        if found:
+            out.prefetch[key] = _with_includes(out.prefetch.get(key), found)
+    out.missing = sorted(missing)
+    return out
