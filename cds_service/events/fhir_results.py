@@ -91,6 +91,7 @@ def _row(
             result.reason_code,
             result.reason,
         )
+        row.specimen = result.specimen
     return row
 
 
