@@ -283,7 +283,7 @@ def read_observation(
 
     specimen, not_serum = _specimen(obs, index, table, kind) if kind else (None, None)
     if not_serum is not None:
-        not_serum = not_serum[:80]
+        not_serum = not_serum[:40]
 
     def excluded(code: str, reason: str) -> m.Excluded:
         sent = f"{comparator or ''}{value:g}" if value is not None else non_numeric
