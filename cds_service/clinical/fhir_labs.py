@@ -196,6 +196,9 @@ def _reference_range(obs: JsonDict) -> str | None:
     return None
 
 
+_MG_KINDS = frozenset({m.SERUM_MG, m.IONIZED_MG})
+
+
 def _specimen(
     obs: JsonDict, index: ResourceIndex, table: LabTable, kind: str
 ) -> tuple[str | None, str | None]:
@@ -206,21 +209,29 @@ def _specimen(
     Observation's code text or displays. Whole blood is a specimen of ionized magnesium.
     """
     ref = get_dict(obs, "specimen")
-    spec = index.resolve(ref, obs) if ref is not None else None
-    concept = concept_of(get_dict(spec, "type")) if spec is not None else m.Concept()
-    display = get_str(ref, "display") if ref is not None else None
-    name = concept.text or next((c.display or c.code for c in concept.codings), None) or display
-    if kind not in (m.SERUM_MG, m.IONIZED_MG):
-        return name, None
-    words = table.knowledge.specimen_words
+    texts: list[str | None] = []
+    name = None
     ionized = kind == m.IONIZED_MG
-    vs = table.knowledge.valuesets
-    sets = [s for s in words.sets(ionized=ionized) if s in vs]
-    if concept.codings and sets and vs.concept_match(concept, sets) == "code":
-        return name, name
-    code = concept_of(get_dict(obs, "code"))
-    texts = [concept.text, *(t for c in concept.codings for t in (c.display, c.code)), display]
-    texts += [code.text, *(c.display for c in code.codings)]
+    words = table.knowledge.specimen_words
+    if ref is not None:
+        spec = index.resolve(ref, obs)
+        concept = concept_of(get_dict(spec, "type")) if spec is not None else m.Concept()
+        display = get_str(ref, "display")
+        name = concept.text or next((c.display or c.code for c in concept.codings), None) or display
+        if kind not in _MG_KINDS:
+            return name, None
+        vs = table.knowledge.valuesets
+        sets = words.sets(ionized=ionized)
+        if concept.codings and sets and vs.concept_match(concept, sets) == "code":
+            return name, name
+        texts += [concept.text, display]
+        texts += [t for c in concept.codings for t in (c.display, c.code)]
+    elif kind not in _MG_KINDS:
+        return None, None
+    code = get_dict(obs, "code")
+    if code is not None:
+        texts.append(get_str(code, "text"))
+        texts += [d for _, _, d in coding_fields(code)]
     return name, words.find(texts, ionized=ionized)
 
 

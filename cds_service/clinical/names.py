@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+CACHE_SIZE = 4096
 _WORD = re.compile(r"[a-z0-9]+")
 _SEP = r"[\W_]*"  # spaces and punctuation between the words of a name
 
@@ -39,6 +40,10 @@ class NameList:
     ignore: tuple[str, ...] = ()
     _regex: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
     _substrings: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
+    # texts recur (the same code display in every result): answers kept, cleared when full
+    _seen: dict[str, str | None] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         patterns, substrings = [], []
@@ -58,6 +63,17 @@ class NameList:
         """The name found in ``text`` (as written in the text), or None."""
         if not text:
             return None
+        try:
+            return self._seen[text]
+        except KeyError:
+            pass
+        found = self._find(text)
+        if len(self._seen) >= CACHE_SIZE:
+            self._seen.clear()
+        self._seen[text] = found
+        return found
+
+    def _find(self, text: str) -> str | None:
         low = text.casefold()
         if self._regex is not None:
             hit = self._regex.search(low)
@@ -103,9 +119,11 @@ class SpecimenWords:
 
     def find(self, texts: Iterable[str | None], *, ionized: bool) -> str | None:
         """The first text that says "not serum" (whole blood is a specimen for ionized Mg)."""
-        lists = (self.not_serum,) if ionized else (self.not_serum, self.whole_blood)
         for text in texts:
-            if text and any(words.find(text) for words in lists):
+            if text and (
+                self.not_serum.find(text) is not None
+                or (not ionized and self.whole_blood.find(text) is not None)
+            ):
                 return text
         return None
 

@@ -165,9 +165,7 @@ class AdministrationRow(Base):
     """A medication given (HL7 v2 RXA, migration 0004): code, RXA-3 time, RXA-20 status."""
 
     __tablename__ = "medication_administration"
-    __table_args__ = (
-        Index("ix_medication_administration_patient_time", "patient_id", "time"),
-    )
+    __table_args__ = (Index("ix_medication_administration_patient_time", "patient_id", "time"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"))

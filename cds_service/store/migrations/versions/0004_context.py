@@ -45,9 +45,7 @@ def upgrade() -> None:
             ["message_id"], ["hl7_message.id"], name=op.f(f"fk_{_TABLE}_message_id_hl7_message")
         ),
     )
-    op.create_index(
-        "ix_medication_administration_patient_time", _TABLE, ["patient_id", "time"]
-    )
+    op.create_index("ix_medication_administration_patient_time", _TABLE, ["patient_id", "time"])
     op.create_index(op.f(f"ix_{_TABLE}_message_id"), _TABLE, ["message_id"])
     with op.batch_alter_table("lab_result") as batch:
         batch.add_column(sa.Column("specimen", sa.String(80), nullable=True))
