@@ -90,34 +90,47 @@ def _references(res: dict[str, Any], field_name: str) -> list[str]:
     return out
 
 
+@dataclass
+class Wanted:
+    """The targets of one include still to read: ``Type/id`` -> (reference as written, key)."""
+
+    include: str
+    refs: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
 def wanted(
     prefetch: Mapping[str, Any], templates: Mapping[str, str], extra: list[dict[str, Any]]
-) -> dict[str, tuple[str, dict[str, str]]]:
-    """Per include: (the key to add to, {``Type/id``: reference as written}) still to read.
+) -> list[Wanted]:
+    """The targets per include that the request references but does not hold.
 
-    ``extra``: resources of the request outside prefetch (``context.results``); their
-    references go to the first key that includes their target type.
+    Every key whose template has the include is scanned (``encounter`` and ``encounters``
+    both); a target goes to the key of the resource that references it. ``extra``: resources
+    outside prefetch (``context.results``), whose targets go to the first such key.
     """
     held = _held([*prefetch.values(), {"resourceType": "Bundle", "entry": [
         {"resource": r} for r in extra]}])  # fmt: skip
-    out: dict[str, tuple[str, dict[str, str]]] = {}
+    out: dict[str, Wanted] = {}
     for key, template in templates.items():
         for include in _INCLUDE.findall(template):
-            if include not in INCLUDES or include in out:
+            if include not in INCLUDES:
                 continue
             source, field_name, target, _ = INCLUDES[include]
-            todo: dict[str, str] = {}
-            found = [*_resources(prefetch.get(key)), *extra]
-            for res in found:
+            first = include not in out
+            todo = out.setdefault(include, Wanted(include))
+            for res in [*_resources(prefetch.get(key)), *(extra if first else [])]:
                 if res.get("resourceType") != source:
                     continue
                 for reference in _references(res, field_name):
                     name = ref_key(reference)
-                    if name.startswith(f"{target}/") and name not in held and name not in todo:
-                        todo[name] = reference
-            if todo:
-                out[include] = (key, dict(list(todo.items())[:MAX_READS]))
-    return out
+                    full = len(todo.refs) >= MAX_READS
+                    if (
+                        name.startswith(f"{target}/")
+                        and name not in held
+                        and name not in todo.refs
+                        and not full
+                    ):
+                        todo.refs[name] = (reference, key)
+    return [w for w in out.values() if w.refs]
 
 
 def _with_includes(value: Any, found: list[dict[str, Any]]) -> dict[str, Any]:
@@ -142,28 +155,24 @@ def follow_references(
     if not todo:
         return out
     if fetch is None:
-        out.missing = sorted({INCLUDES[inc][3] for inc in todo})
+        out.missing = sorted({INCLUDES[w.include][3] for w in todo})
         return out
-    urls = {
-        f"{inc}|{name}": reference
-        for inc, (_, refs) in todo.items()
-        for name, reference in refs.items()
-    }
+    urls = {f"{w.include}|{name}": ref for w in todo for name, (ref, _) in w.refs.items()}
     answers = fetch(urls)
     out.reads = len(urls)
     missing: set[str] = set()
-    for include, (key, refs) in todo.items():
-        target, label = INCLUDES[include][2], INCLUDES[include][3]
-        found = []
-        for name in refs:
-            value, failure = answers.get(f"{include}|{name}", (None, "not read"))
+    found: dict[str, list[dict[str, Any]]] = {}
+    for w in todo:
+        target, label = INCLUDES[w.include][2], INCLUDES[w.include][3]
+        for name, (_, key) in w.refs.items():
+            value, failure = answers.get(f"{w.include}|{name}", (None, "not read"))
             if failure is not None:
                 missing.add(label)
             elif isinstance(value, dict) and value.get("resourceType") == target:
-                found.append(value)
+                found.setdefault(key, []).append(value)
             elif value is not None:  # an answer that is not the resource asked for
                 out.bad_resources += 1
-        if found:
-            out.prefetch[key] = _with_includes(out.prefetch.get(key), found)
+    for key, resources in found.items():
+        out.prefetch[key] = _with_includes(out.prefetch.get(key), resources)
     out.missing = sorted(missing)
     return out

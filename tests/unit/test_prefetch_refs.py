@@ -210,3 +210,26 @@ def test_nothing_to_follow_when_the_key_holds_no_encounter(value: Any) -> None:
     with StubFhir({}) as stub:
         out = resolve(request(given, stub.base), stub.base)
     assert stub.seen == [] and "locations" not in out.missing
+
+
+def test_the_references_of_both_encounter_keys_are_followed() -> None:
+    base = Service().prefetch  # in the order of the real templates: encounter, then encounters
+    templates = {"patient": base["patient"],
+                 "encounter": "Encounter?_id={{context.encounterId}}&_include=Encounter:location",
+                 "encounters": base["encounters"], "magnesium": base["magnesium"]}  # fmt: skip
+    service = Service(prefetch=templates)
+    sub = {**encounter(at("Location/loc-7", "2024-05-03T20:00:00Z"), rid="enc-icu"),
+           "partOf": {"reference": "Encounter/enc-1"}}  # fmt: skip
+    given = {"patient": PATIENT,
+             "encounter": bundle(encounter(at("Location/loc-3", "2024-05-03T08:00:00Z"))),
+             "encounters": bundle(encounter(at("Location/loc-3", "2024-05-03T08:00:00Z")), sub),
+             "magnesium": bundle(mg("mg-1"))}  # fmt: skip
+    with StubFhir({"/Location/loc-7": (200, MICU), "/Location/loc-3": (200, WARD)}) as stub:
+        allowed = Settings.from_mapping({"CDS_FHIR_ALLOWLIST": stub.base, "CDS_FHIR_DEADLINE_MS": 2000})
+        out = resolve_prefetch(request(given, stub.base, encounterId="enc-1"), service, allowed, new_session())
+    assert sorted(s.path for s in stub.seen) == ["/fhir/Location/loc-3", "/fhir/Location/loc-7"]
+    # each Location read once, added to the first key (template order) that references it:
+    # the ICU sub-encounter's Location, only in the in-progress search, is read too
+    assert [r["id"] for r in added(out, "encounter")] == ["loc-3"]
+    assert [r["id"] for r in added(out, "encounters")] == ["loc-7"]
+    assert out.missing == []
