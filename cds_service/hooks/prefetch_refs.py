@@ -59,19 +59,24 @@ def _resources(value: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _held(values: Iterable[Any]) -> set[str]:
-    """``Type/id`` of every resource the request holds (by id and by fullUrl)."""
+def _held(values: Iterable[Any], targets: set[str]) -> set[str]:
+    """``Type/id`` of the resources of the ``targets`` types the request holds (id, fullUrl)."""
     held: set[str] = set()
     for value in values:
-        entries = value.get("entry") if isinstance(value, dict) else None
+        if not isinstance(value, dict):
+            continue
+        entries = (
+            value.get("entry") if value.get("resourceType") == "Bundle" else [{"resource": value}]
+        )
         for entry in entries if isinstance(entries, list) else ():
-            url = entry.get("fullUrl") if isinstance(entry, dict) else None
+            res = entry.get("resource") if isinstance(entry, dict) else None
+            if not isinstance(res, dict) or res.get("resourceType") not in targets:
+                continue
+            kind, rid, url = res["resourceType"], res.get("id"), entry.get("fullUrl")
+            if isinstance(rid, str):
+                held.add(f"{kind}/{rid}")
             if isinstance(url, str):
                 held.add(ref_key(url))
-        for res in _resources(value):
-            rid = res.get("id")
-            if isinstance(rid, str):
-                held.add(f"{res.get('resourceType')}/{rid}")
     return held
 
 
@@ -107,30 +112,31 @@ def wanted(
     both); a target goes to the key of the resource that references it. ``extra``: resources
     outside prefetch (``context.results``), whose targets go to the first such key.
     """
-    held = _held([*prefetch.values(), {"resourceType": "Bundle", "entry": [
-        {"resource": r} for r in extra]}])  # fmt: skip
-    out: dict[str, Wanted] = {}
+    found: dict[str, Wanted] = {}
     for key, template in templates.items():
         for include in _INCLUDE.findall(template):
             if include not in INCLUDES:
                 continue
             source, field_name, target, _ = INCLUDES[include]
-            first = include not in out
-            todo = out.setdefault(include, Wanted(include))
+            first = include not in found
+            todo = found.setdefault(include, Wanted(include))
             for res in [*_resources(prefetch.get(key)), *(extra if first else [])]:
                 if res.get("resourceType") != source:
                     continue
                 for reference in _references(res, field_name):
                     name = ref_key(reference)
-                    full = len(todo.refs) >= MAX_READS
-                    if (
-                        name.startswith(f"{target}/")
-                        and name not in held
-                        and name not in todo.refs
-                        and not full
-                    ):
+                    if name.startswith(f"{target}/") and name not in todo.refs:
                         todo.refs[name] = (reference, key)
-    return [w for w in out.values() if w.refs]
+    if not any(w.refs for w in found.values()):
+        return []
+    targets = {INCLUDES[include][2] for include, w in found.items() if w.refs}
+    held = _held([*prefetch.values(), *extra], targets)
+    out = []
+    for w in found.values():
+        refs = [(name, ref) for name, ref in w.refs.items() if name not in held]
+        if refs:
+            out.append(Wanted(w.include, dict(refs[:MAX_READS])))
+    return out
 
 
 def _with_includes(value: Any, found: list[dict[str, Any]]) -> dict[str, Any]:
