@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cds_service.clinical import numbers
 from cds_service.clinical.fhir_extract import snapshot_from_cds_request, snapshots_from_bundle
 from cds_service.config import ConfigError, zone
 from cds_service.events.commands import add_commands as add_event_commands
@@ -62,7 +63,7 @@ def _read_input(path: str) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read {path}: {exc.__class__.__name__}") from None
     try:
-        data = json.loads(raw)
+        data = numbers.loads(raw)  # decimals keep their reported precision
     except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not JSON (line {exc.lineno}, column {exc.colno})") from None
     if not isinstance(data, dict):

@@ -45,6 +45,14 @@ class AkiStatus:
     nhs_ratio: float | None = None
     peak: LabResult | None = None
     nhs_criteria: tuple[str, ...] = ()
+    # For the card (evidence.md §3): the baseline result when it is one value (lowest in the
+    # recent window), the criteria met as codes (ratio, rise, absolute, dialysis), the
+    # value the rise was measured from, and the dialysis procedure that started.
+    baseline_result: LabResult | None = None
+    met: tuple[str, ...] = ()
+    rise_from: LabResult | None = None
+    dialysis: Any = None
+    episode_peak: LabResult | None = None  # the highest creatinine of the episode window
 
 
 class _Eval(NamedTuple):
@@ -53,8 +61,11 @@ class _Eval(NamedTuple):
     result: LabResult
     stage: int
     criteria: tuple[str, ...]
+    met: tuple[str, ...]
     baseline: float | None
     baseline_kind: str | None
+    baseline_result: LabResult | None
+    rise_from: LabResult | None
     ratio: float | None
     rise: float | None
     nhs_stage: int
@@ -159,19 +170,23 @@ class _Prior:
         self, series: Sequence[LabResult], times: Sequence[datetime], n: int, t: datetime
     ) -> None:
         self.series, self.times, self.n, self.t = series, times, n, t
-        self._windows: dict[tuple[timedelta, timedelta], list[float]] = {}
+        self._windows: dict[tuple[timedelta, timedelta], list[LabResult]] = {}
 
     def window(self, start: timedelta, end: timedelta) -> list[float]:
         """Values in [t - end, t - start] (date-only ones only when the window spans >= 7 days).
 
         KDIGO and NHS share windows: each is read once.
         """
+        return [r.value for r in self.results(start, end)]
+
+    def results(self, start: timedelta, end: timedelta) -> list[LabResult]:
+        """The results of ``window`` (read once per window)."""
         found = self._windows.get((start, end))
         if found is None:
             lo = bisect_left(self.times, self.t - end, 0, self.n)
             hi = bisect_right(self.times, self.t - start, 0, self.n)
             wide = end - start >= _DATE_ONLY_MIN
-            found = [r.value for r in self.series[lo:hi] if wide or not r.date_only]
+            found = [r for r in self.series[lo:hi] if wide or not r.date_only]
             self._windows[(start, end)] = found
         return found
 
@@ -185,26 +200,32 @@ def _evaluate(series: Sequence[LabResult], times: Sequence[datetime], i: int, p:
     t, c = cur.time, cur.value
     prior = _Prior(series, times, bisect_left(times, t, 0, i), t)  # the values before t
     zero = timedelta(0)
-    recent = prior.window(zero, p.k_recent)
+    recent = prior.results(zero, p.k_recent)
     baseline: float | None = None
     kind: str | None = None
+    base_result: LabResult | None = None
     if recent:
-        baseline, kind = min(recent), "lowest-7d"
+        base_result = min(recent, key=lambda r: (r.value, r.time))
+        baseline, kind = base_result.value, "lowest-7d"
     else:
         hist = prior.window(*p.k_hist)
         if hist:
             baseline, kind = median(hist), "median-8-365d"
     ratio = c / baseline if baseline else None
-    near = [] if cur.date_only else prior.window(zero, p.rise_within)
-    rise = c - min(near) if near else None
+    near = [] if cur.date_only else prior.results(zero, p.rise_within)
+    low_near = min(near, key=lambda r: (r.value, r.time)) if near else None
+    rise = c - low_near.value if low_near is not None else None
     stage, text = _ratio_stage(ratio, p.k_stages)
     criteria = [text] if text else []
+    met = ["ratio"] if text else []
     if rise is not None and rise >= p.rise - _EPS:
         stage = max(stage, 1)
         criteria.append(p.rise_text)
+        met.append("rise")
     if stage >= 1 and c >= p.k_abs - _EPS:
         stage = 3
         criteria.append(p.k_abs_text)
+        met.append("absolute")
     # NHS England: the higher of the ratios to RV1 (lowest 0-7 d) and RV2 (median 8-365 d)
     rv1 = prior.window(zero, p.n_recent)
     rv2 = prior.window(*p.n_hist)
@@ -223,8 +244,11 @@ def _evaluate(series: Sequence[LabResult], times: Sequence[datetime], i: int, p:
         cur,
         stage,
         tuple(criteria),
+        tuple(met),
         baseline,
         kind,
+        base_result,
+        low_near if "rise" in met else None,
         ratio,
         rise,
         n_stage,
@@ -241,6 +265,7 @@ def assess_aki(
     coded_aki: Sequence[Condition] = (),
     dialysis_started: datetime | None = None,
     units: Quantity | None = None,
+    dialysis_procedure: Any = None,
 ) -> AkiStatus:
     """KDIGO/NHS AKI status at ``now`` from creatinine (canonical unit), coded AKI and dialysis.
 
@@ -283,6 +308,10 @@ def assess_aki(
             nhs_ratio=nhs.nhs_ratio,
             peak=peak.result if meeting else None,
             nhs_criteria=nhs.nhs_criteria,
+            baseline_result=show.baseline_result,
+            met=show.met,
+            rise_from=show.rise_from,
+            episode_peak=max(evals, key=lambda e: (e.result.value, e.result.time)).result,
         )
     if dialysis:
         status = replace(
@@ -291,5 +320,7 @@ def assess_aki(
             present=True,
             onset=status.onset or dialysis_started,
             criteria=(*status.criteria, "dialysis"),
+            met=(*status.met, "dialysis"),
+            dialysis=dialysis_procedure,
         )
     return status

@@ -66,7 +66,7 @@ def get_number(res: JsonDict, key: str) -> float | None:
         return None
     if isinstance(val, bool) or not isinstance(val, int | float):
         raise BadResource(f"{key} is not a number")
-    return float(val)
+    return val  # as sent: an int stays "2", a Reported float keeps "2.0" (clinical/numbers.py)
 
 
 CodingFields = tuple[str, str, str | None]

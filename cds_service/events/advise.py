@@ -81,8 +81,8 @@ def trigger_of(advice: Advice, snapshot: m.ClinicalSnapshot) -> tuple[str, int |
     if lead is not None:
         if lead.values:
             names.append(max(lead.values, key=lambda v: v.time).resource)
-        excluded = lead.context.get("excluded")
-        if isinstance(excluded, m.Excluded):
+        excluded = lead.context.excluded
+        if excluded is not None:
             names.append(excluded.resource)
     for name in names:
         rid = result_id(name)

@@ -16,6 +16,7 @@ from typing import Any
 import jwt
 import requests
 
+from cds_service.clinical import numbers
 from cds_service.config import Settings
 from cds_service.hooks.fhir_client import FHIR_JSON, FhirClient, FhirUnavailable, JsonDict
 
@@ -51,7 +52,7 @@ class FhirWriter(FhirClient):
         if not 200 <= resp.status_code < 300:
             raise FhirUnavailable(f"{method} refused", resp.status_code)
         try:
-            answer = resp.json() if resp.content else None
+            answer = numbers.loads(resp.content) if resp.content else None
         except ValueError:
             answer = None
         return resp.status_code, answer if isinstance(answer, dict) else None

@@ -15,6 +15,7 @@ import logging
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from cds_service.clinical import numbers
 from cds_service.events.app_state import app_singleton, authorise_events
 from cds_service.events.fhir_events import FhirEvents, Transient
 from cds_service.events.fhir_notify_forms import BadNotification, parse_notification
@@ -90,7 +91,7 @@ def _body() -> object:
     if request.mimetype not in MEDIA_TYPES:
         raise UnsupportedMediaType("send FHIR JSON (application/fhir+json)")
     try:
-        return json.loads(data.decode("utf-8"))
+        return numbers.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise BadRequest("the body is not JSON") from None
 

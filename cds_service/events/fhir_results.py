@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from cds_service.clinical import model as m
 from cds_service.clinical.fhir_common import JsonDict, ResourceIndex, get_dict, get_dicts, get_str
 from cds_service.clinical.fhir_labs import LabTable, read_observation
+from cds_service.clinical.numbers import as_reported
 from cds_service.events.hl7_context import Demographics, PatientId
 from cds_service.events.patients import Hasher, find_patient, resolve_patient
 from cds_service.store.events_models import LabResultRow, Patient
@@ -80,7 +81,7 @@ def _row(
         row.kind, row.usable, row.value, row.unit = result.kind, True, result.value, result.unit
         row.original_value, row.original_unit = result.original_value, result.original_unit
         row.comparator, row.time, row.date_only = result.comparator, result.time, result.date_only
-        row.original_text = f"{result.comparator or ''}{result.original_value:g}"
+        row.original_text = f"{result.comparator or ''}{as_reported(result.original_value)}"
         row.time_flags = ",".join(sorted(result.time_flags))
         row.reference_range = (result.reference_range or "")[:128] or None
     else:

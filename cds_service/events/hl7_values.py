@@ -6,6 +6,7 @@ import re
 from datetime import datetime, tzinfo
 
 from cds_service.clinical.fhir_common import parse_time
+from cds_service.clinical.numbers import Reported
 
 _TS = re.compile(
     r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,4}))?\s*([+-]\d{4})?(?:\^\w*)?$"
@@ -53,7 +54,7 @@ def parse_ts(value: str, tz: tzinfo) -> tuple[datetime | None, bool]:
 def parse_nm(value: str) -> float | None:
     """An NM value, or None when it is not a number."""
     text = value.strip()
-    return float(text) if _NUMBER.match(text) else None
+    return Reported(text) if _NUMBER.match(text) else None
 
 
 def parse_sn(value: str, component: str) -> tuple[float, str | None] | None:
@@ -68,8 +69,8 @@ def parse_sn(value: str, component: str) -> tuple[float, str | None] | None:
         comparator, number = parts[0].strip(), parts[1].strip()
         if comparator not in FHIR_COMPARATORS or not _NUMBER.match(number):
             return None
-        return float(number), FHIR_COMPARATORS[comparator]
+        return Reported(number), FHIR_COMPARATORS[comparator]
     match = _COMPARATOR.match(value.strip())
     if not match:
         return None
-    return float(match.group(2)), FHIR_COMPARATORS[match.group(1) or ""]
+    return Reported(match.group(2)), FHIR_COMPARATORS[match.group(1) or ""]

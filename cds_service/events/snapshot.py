@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from cds_service.clinical import model as m
 from cds_service.clinical.fhir_assemble import Parts, freeze
+from cds_service.clinical.numbers import Reported
 from cds_service.events.administrations import given_since
 from cds_service.store.events_models import (
     DiagnosisRow,
@@ -56,7 +57,7 @@ def _lab(row: LabResultRow) -> m.LabResult | m.Excluded:
         unit=row.unit or "",
         time=row.time,
         code=m.Coding(row.code_system, row.code, row.display),
-        original_value=row.original_value if row.original_value is not None else row.value,
+        original_value=_as_sent(row),
         original_unit=row.original_unit or row.unit or "",
         comparator=row.comparator,
         status=row.status,
@@ -64,6 +65,18 @@ def _lab(row: LabResultRow) -> m.LabResult | m.Excluded:
         date_only=row.date_only,
         reference_range=row.reference_range,
     )
+
+
+def _as_sent(row: LabResultRow) -> float:
+    """The value as sent, with its decimals when the stored text holds them (``2.0``)."""
+    value = row.original_value if row.original_value is not None else row.value
+    assert value is not None
+    text = (row.original_text or "").strip()
+    try:
+        sent = Reported(text)
+    except ValueError:
+        return value
+    return sent if sent == value else value
 
 
 def _until(end: datetime | None, now: datetime) -> datetime | None:

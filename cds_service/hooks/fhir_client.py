@@ -18,6 +18,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from cds_service.clinical import numbers
+
 JsonDict = dict[str, Any]
 DEFAULT_TIMEOUT_S = 10.0
 MAX_PAGES = 100
@@ -156,7 +158,7 @@ class FhirClient:
         if not 200 <= resp.status_code < 300:
             raise FhirUnavailable("FHIR server error", resp.status_code)
         try:
-            body = resp.json()
+            body = numbers.loads(resp.content)  # decimals keep their reported precision
         except ValueError:
             raise FhirUnavailable("answer is not JSON", resp.status_code) from None
         if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):

@@ -9,6 +9,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from cds_service.clinical import numbers
 from cds_service.hooks.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from cds_service.hooks.services import ServiceDef
 
@@ -66,7 +67,7 @@ def parse_request(raw: bytes, service: ServiceDef) -> dict[str, Any]:
     :raises BadRequest: malformed JSON, a missing or mistyped field, or a hook mismatch.
     """
     try:
-        body = json.loads(raw)
+        body = numbers.loads(raw)  # decimals keep their reported precision
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest("Request body is not valid JSON", diagnostics=str(exc)) from None
     errors = schema_errors("cds-request.schema.json", body)

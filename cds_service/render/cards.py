@@ -96,9 +96,10 @@ class CardRenderer:
         """The lead rule's study: label (design in the card's locale), DOI link, ``topic``."""
         ev = rule.evidence
         design = text.design(rule) if text is not None else ev.design
+        study = text.study(rule) if text is not None else ev.study
         url = next((_absolute(c.link) for c in rule.citations if _absolute(c.link)), None)
         return {
-            "label": f"{ev.study} ({design})" if design else ev.study,
+            "label": f"{study} ({design})" if design else study,
             "url": url,
             "topic": {"system": TOPIC_SYSTEM, "code": rule.id, "display": rule.title},
         }
@@ -129,4 +130,6 @@ class CardRenderer:
             ext["magnesium"] = magnesium_json(advice.magnesium)
         if advice.aki_stage is not None:
             ext["aki_stage"] = advice.aki_stage
+        if advice.withheld:
+            ext["withheld"] = list(advice.gate_conditions)
         return ext

@@ -12,10 +12,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.servicerequest import ServiceRequest
 
+from cds_service.rules.mapfile import read_mapping
 from cds_service.rules.model import Dose, Finding
 
 
@@ -23,8 +23,11 @@ class OrderCodes:
     """Codings for suggested orders, from ``mappings/orders.yaml``."""
 
     def __init__(self, path: Path) -> None:
-        with path.open(encoding="utf-8") as fh:
-            self.data: dict[str, Any] = yaml.safe_load(fh)
+        """Load and validate ``orders.yaml``.
+
+        :raises MappingError: the file does not fit its schema.
+        """
+        self.data: dict[str, Any] = read_mapping(path, "orders")
 
     def medication(self, set_id: str) -> dict[str, Any]:
         """The CodeableConcept for an ordered medication."""
@@ -79,40 +82,57 @@ def lab_order(
     return resource
 
 
-def _dosage(dose: Dose, codes: OrderCodes, text: str) -> dict[str, Any]:
-    dosage: dict[str, Any] = {
-        "text": text,
-        "route": codes.route(dose.route),
-        "doseAndRate": [
-            {
-                "doseQuantity": {
-                    "value": round(dose.grams, 2),
-                    "unit": "g",
-                    "system": "http://unitsofmeasure.org",
-                    "code": "g",
-                }
-            }
-        ],
-    }
-    if dose.over_minutes:
-        rate_mg_min = dose.grams * 1000 / dose.over_minutes
-        dosage["doseAndRate"][0]["rateQuantity"] = {
-            "value": round(rate_mg_min, 1),
-            "unit": "mg/min",
-            "system": "http://unitsofmeasure.org",
-            "code": "mg/min",
-        }
+UCUM = "http://unitsofmeasure.org"
+
+
+def _quantity(value: float, unit: str) -> dict[str, Any]:
+    return {"value": value, "unit": unit, "system": UCUM, "code": unit}
+
+
+def _timing(dose: Dose) -> dict[str, Any]:
+    """When and for how long: every order is bounded (``count`` and/or ``boundsDuration``)."""
+    repeat: dict[str, Any] = {}
+    minutes = dose.over_minutes
+    if minutes:
+        if minutes % 60 == 0:
+            repeat.update(duration=minutes // 60, durationUnit="h")
+        else:
+            repeat.update(duration=minutes, durationUnit="min")
     if dose.per_day:
-        repeat: dict[str, Any] = {"frequency": 1, "period": 1, "periodUnit": "d"}
-        if dose.days:
-            repeat["boundsDuration"] = {
-                "value": dose.days,
-                "unit": "d",
-                "system": "http://unitsofmeasure.org",
-                "code": "d",
+        repeat.update(frequency=1, period=1, periodUnit="d")
+    if dose.count:
+        repeat["count"] = dose.count
+    if dose.days:
+        repeat["boundsDuration"] = _quantity(dose.days, "d")
+    return {"repeat": repeat}
+
+
+def _dosages(dose: Dose, codes: OrderCodes, text: str) -> list[dict[str, Any]]:
+    """The dose (with its rate and duration), and a maintenance infusion when there is one."""
+    dose_and_rate: dict[str, Any] = {"doseQuantity": _quantity(dose.grams, "g")}
+    rate = dose.rate_mg_min
+    if rate is not None:
+        dose_and_rate["rateQuantity"] = _quantity(round(rate, 1), "mg/min")
+    out = [
+        {
+            "sequence": 1,
+            "text": text,
+            "timing": _timing(dose),
+            "route": codes.route(dose.route),
+            "doseAndRate": [dose_and_rate],
+        }
+    ]
+    if dose.infusion_g_per_h is not None:
+        out.append(
+            {
+                "sequence": 2,
+                "text": text,
+                "timing": {"repeat": {"count": 1}},
+                "route": codes.route(dose.route),
+                "doseAndRate": [{"rateQuantity": _quantity(dose.infusion_g_per_h, "g/h")}],
             }
-        dosage["timing"] = {"repeat": repeat}
-    return dosage
+        )
+    return out
 
 
 def medication_order(
@@ -129,7 +149,7 @@ def medication_order(
         "medicationCodeableConcept": codes.medication(finding.suggestion["medication"]),
         "subject": {"reference": f"Patient/{patient_id}"},
         "authoredOn": fhir_datetime(now),
-        "dosageInstruction": [_dosage(dose, codes, label)],
+        "dosageInstruction": _dosages(dose, codes, label),
         "note": [{"text": label}],
     }
     MedicationRequest.model_validate(resource)

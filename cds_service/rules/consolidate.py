@@ -1,13 +1,27 @@
-"""Card consolidation (evidence.md §6): one Advice per direction, a lead, one Mg order at most."""
+"""Card consolidation (evidence.md §6): one Advice per direction, a lead, one Mg order at most.
+
+Within one response the cards never contradict each other: with the latest serum Mg at or
+above the upper reference limit no low-direction card is given, below the lower limit no
+high-direction card.
+"""
 
 from __future__ import annotations
 
 from cds_service.clinical import model as m
 from cds_service.rules.context import EvalContext
 from cds_service.rules.measures import used
-from cds_service.rules.model import INDICATOR_ORDER, Advice, Finding, Knowledge, Withheld
+from cds_service.rules.model import (
+    INDICATOR_ORDER,
+    Advice,
+    Bounds,
+    Finding,
+    Knowledge,
+    ValueUsed,
+    Withheld,
+)
 
 DIRECTION_ORDER = ("safety", "high", "low", "aki", "prevention", "monitoring")
+MG_MISSING = "mg-missing"  # the gate condition whose card suggests measuring Mg (gate.yaml)
 
 
 def _specific(knowledge: Knowledge, rule_id: str) -> bool:
@@ -25,12 +39,37 @@ def _is_med(f: Finding) -> bool:
     return bool(f.suggestion and f.suggestion.get("kind") == "medication")
 
 
+def _contradicted(findings: list[Finding], ctx: EvalContext) -> set[str]:
+    """Directions the latest serum Mg contradicts (evidence.md §6)."""
+    latest = ctx.latest(m.SERUM_MG, ctx.now - ctx.latest_mg_start)
+    if latest is None:
+        return set()
+    low, high = ctx.knowledge.reference_range
+    out = set()
+    if ctx.meets(latest, Bounds("mg/dL", ge=high)):
+        out.add("low")
+    if ctx.meets(latest, Bounds("mg/dL", lt=low)):
+        out.add("high")
+    return out
+
+
+def _magnesium(lead: Finding, group: list[Finding], latest: m.LabResult | None) -> ValueUsed | None:
+    """The Mg value a card names: the lead's (its latest, for a trend), else the latest serum Mg."""
+    for f in (lead, *group):
+        serum = [v for v in f.values if v.kind == m.SERUM_MG]
+        if serum:
+            return max(serum, key=lambda v: v.time)
+    return used(latest) if latest is not None else None
+
+
 def consolidate(knowledge: Knowledge, findings: list[Finding], ctx: EvalContext) -> list[Advice]:
     """Group findings by direction into Advice, choose leads, apply the safety gate."""
-    held = ctx._cache["gate"]
+    held = tuple(hit.id for hit in ctx.gate)
+    contradicted = _contradicted(findings, ctx)
     by_direction: dict[str, list[Finding]] = {}
     for f in findings:
-        by_direction.setdefault(f.direction, []).append(f)
+        if f.direction not in contradicted:
+            by_direction.setdefault(f.direction, []).append(f)
     advice: list[Advice] = []
     med_taken = False
     aki_stage = ctx.aki.stage if ctx.snapshot.creatinine or ctx.aki.coded else None
@@ -47,20 +86,15 @@ def consolidate(knowledge: Knowledge, findings: list[Finding], ctx: EvalContext)
         withheld: tuple[Withheld, ...] = ()
         med: Finding | None = None
         if meds and held:
-            withheld = tuple(Withheld(f.rule_id, tuple(held)) for f in meds)
+            withheld = tuple(Withheld(f.rule_id, held) for f in meds)
         elif meds and not med_taken:
             med = next((f for f in meds if f.dose is not None), None)
             med_taken = med is not None
         lab = next(
             (f for f in group if f.suggestion and f.suggestion.get("kind") == "lab-order"), None
         )
-        if lab is None and withheld and "mg-missing" in held:
-            lab = next((f for f in group if _is_med(f)), None)
-        magnesium = next(
-            (v for f in [lead, *group] for v in f.values if v.kind == m.SERUM_MG), None
-        )
-        if magnesium is None and latest is not None:
-            magnesium = used(latest)
+        if lab is None and withheld and MG_MISSING in held:
+            lab = meds[0]
         advice.append(
             Advice(
                 direction=direction,
@@ -71,9 +105,10 @@ def consolidate(knowledge: Knowledge, findings: list[Finding], ctx: EvalContext)
                 medication_suggestion=med,
                 lab_suggestion=lab,
                 withheld=withheld,
-                gate_conditions=tuple(held) if meds else (),
+                gate_conditions=held if withheld else (),
+                gate=ctx.gate,
                 aki_stage=aki_stage,
-                magnesium=magnesium,
+                magnesium=_magnesium(lead, group, latest),
                 missing=tuple(sorted(ctx.snapshot.missing)),
             )
         )

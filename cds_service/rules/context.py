@@ -7,12 +7,13 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cds_service.clinical import model as m
 from cds_service.clinical.aki import AkiStatus, assess_aki
+from cds_service.clinical.egfr import computed_egfr
 from cds_service.clinical.terminology import ItemsBySet
-from cds_service.rules.model import Bounds, Knowledge
+from cds_service.rules.model import Bounds, EgfrValue, GateHit, Knowledge
 
 AKI_SET = "aki"  # coded AKI diagnoses (value set ids the loader requires)
 DIALYSIS_SET = "dialysis"  # dialysis procedures: the AKI assessment's dialysis criterion
@@ -79,7 +80,6 @@ class EvalContext:
     snapshot: m.ClinicalSnapshot
     now: datetime
     knowledge: Knowledge
-    _cache: dict[str, Any] = field(default_factory=dict)
     # Work done at most once per evaluation: the usable results per window and the times of
     # each series (``results``), the value of each measure per anchor (rules/measures.py),
     # and the exact age in months per time (the ``age`` fact).
@@ -89,6 +89,8 @@ class EvalContext:
     _times: dict[str, list[datetime] | None] = field(default_factory=dict)
     measured: dict[tuple[str, datetime], MeasureResult | None] = field(default_factory=dict)
     ages: dict[datetime, float] = field(default_factory=dict)
+    # The safety-gate conditions that hold (gate.yaml order), set once by the engine.
+    gate: tuple[GateHit, ...] = ()
 
     def convert(self, series: str, value: float, unit: str) -> float:
         """Convert a canonical value of a series into ``unit``."""
@@ -207,7 +209,8 @@ class EvalContext:
         if med.draft:
             return True
         if med.source == "MedicationAdministration":
-            return med.time is not None and self.now - DAY <= med.time <= self.now
+            window = self.knowledge.administration_counts_for
+            return med.time is not None and self.now - window <= med.time <= self.now
         return med.status == "active" and (med.authored is None or med.authored <= self.now)
 
     def medication_matches(self, set_ids: Collection[str]) -> list[tuple[m.Medication, str]]:
@@ -220,15 +223,39 @@ class EvalContext:
         """KDIGO/NHS AKI status at now."""
         coded = tuple(self.condition_matches((AKI_SET,)))
         dialysis = [
-            p.start or p.end
+            (when, p)
             for p in self.procedures_by_set.items_in((DIALYSIS_SET,))
-            if not p.planned and (p.start or p.end) is not None
+            if not p.planned and (when := p.start or p.end) is not None and when <= self.now
         ]
-        started = max((d for d in dialysis if d is not None and d <= self.now), default=None)
+        started = max(dialysis, key=lambda d: d[0], default=None)
         return assess_aki(
             self.snapshot.creatinine,
             self.now,
             self.knowledge.aki_criteria,
             coded_aki=coded,
-            dialysis_started=started,
+            dialysis_started=started[0] if started else None,
+            dialysis_procedure=started[1] if started else None,
         )
+
+    def egfr(self, within: timedelta) -> EgfrValue | None:
+        """The lower of the latest reported eGFR and the eGFR computed from the latest creatinine.
+
+        Both within [now - within, now]; computed with CKD-EPI 2021 (egfr.yaml) for adults
+        at the creatinine's sample time when the birth date is known (sex unknown: the
+        lower of both sexes).
+        """
+        found: list[EgfrValue] = []
+        reported = self.latest(m.EGFR, within)
+        if reported is not None:
+            found.append(EgfrValue(reported.value, reported.time, computed=False))
+        scr = self.latest(m.CREATININE, within)
+        birth = self.snapshot.birth_date
+        params = self.knowledge.egfr
+        if scr is not None and birth is not None and params and scr.comparator is None:
+            from cds_service.rules.facts import age_in
+
+            years = age_in("a", birth, scr.time)
+            if years >= float(params["min_age"]["value"]):
+                value = computed_egfr(scr.value, years, self.snapshot.sex, params)
+                found.append(EgfrValue(value, scr.time, True, scr, int(years), self.snapshot.sex))
+        return min(found, key=lambda e: e.value) if found else None

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from cds_service.clinical import model as m
 from cds_service.rules import facts as F
 from cds_service.rules.consolidate import consolidate
 from cds_service.rules.context import EvalContext, satisfies
-from cds_service.rules.dose import compute_dose
+from cds_service.rules.dose import NoDose, compute_dose
 from cds_service.rules.measures import compute, index_event
-from cds_service.rules.model import INDICATOR_ORDER, Advice, Finding, Knowledge, Rule, Threshold
+from cds_service.rules.model import (
+    INDICATOR_ORDER,
+    Advice,
+    Bounds,
+    Finding,
+    FindingContext,
+    GateHit,
+    Knowledge,
+    Rule,
+    Threshold,
+)
 from cds_service.rules.triggers import TRIGGERS
 
 _OBSTETRIC = F.compile_fact(("obstetric", None))
+LOW_HIGH = ("low", "high")
+# Why a medication suggestion gave no order (beside rules/dose.py's weight reasons).
+NO_RECENT_MG = "no-recent-mg"
+AT_TARGET = "at-target"
 
 
 def evaluate(knowledge: Knowledge, snapshot: m.ClinicalSnapshot, now: datetime) -> list[Advice]:
@@ -23,7 +36,7 @@ def evaluate(knowledge: Knowledge, snapshot: m.ClinicalSnapshot, now: datetime) 
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     ctx = EvalContext(snapshot, now, knowledge)
-    ctx._cache["gate"] = gate(ctx)
+    ctx.gate = gate(ctx)
     obstetric = _OBSTETRIC.evaluate(ctx, {}) is not None
     findings: list[Finding] = []
     for rule in knowledge.rules:
@@ -32,12 +45,13 @@ def evaluate(knowledge: Knowledge, snapshot: m.ClinicalSnapshot, now: datetime) 
         if obstetric and rule.obstetric_suppress:
             continue
         findings.extend(_apply(rule, ctx, obstetric))
-    if not any(knowledge.rule(f.rule_id).category == "association" for f in findings):
+    # evidence.md §4: reference-range only when no rule of the low or high direction fires
+    if not any(f.direction in LOW_HIGH for f in findings):
         for rule in knowledge.rules:
             if rule.fallback and rule.id not in knowledge.site.disabled_rules:
                 if not (obstetric and rule.obstetric_suppress):
                     findings.extend(_apply(rule, ctx, obstetric))
-    findings = [_with_suggestion(knowledge.rule(f.rule_id), f, ctx) for f in findings]
+    findings = [_with_suggestion(f, ctx) for f in findings]
     overrides = knowledge.site.indicator_overrides
     findings = [
         replace(f, indicator=overrides[f.rule_id]) if f.rule_id in overrides else f
@@ -46,14 +60,35 @@ def evaluate(knowledge: Knowledge, snapshot: m.ClinicalSnapshot, now: datetime) 
     return consolidate(knowledge, findings, ctx)
 
 
-def gate(ctx: EvalContext) -> dict[str, F.Bindings]:
+def gate(ctx: EvalContext) -> tuple[GateHit, ...]:
     """The safety-gate conditions that hold, with what made them hold (gate.yaml order)."""
-    held: dict[str, F.Bindings] = {}
+    held = []
     for cond in ctx.knowledge.gate:
         found = cond.term.evaluate(ctx, {})
         if found is not None:
-            held[cond.id] = found
-    return held
+            held.append(GateHit(cond.id, FindingContext.of(found)))
+    return tuple(held)
+
+
+def _past_index_event(rule: Rule, ctx: EvalContext, when: datetime, direction: str) -> bool:
+    """Whether an association finding outlived its index event (evidence.md §2).
+
+    It fires only until ``index_event_limit`` after the event, and not once the latest
+    serum Mg lies on the other side of the reference range (a low rule is silent once it
+    is at or above the upper limit, a high rule once it is below the lower limit).
+    """
+    limit = ctx.knowledge.index_event_limit
+    if limit is not None and ctx.now - when > limit:
+        return True
+    latest = ctx.latest(m.SERUM_MG, ctx.now - ctx.latest_mg_start)
+    if latest is None:
+        return False
+    low, high = ctx.knowledge.reference_range
+    if direction == "low":
+        return ctx.meets(latest, Bounds("mg/dL", ge=high))
+    if direction == "high":
+        return ctx.meets(latest, Bounds("mg/dL", lt=low))
+    return False
 
 
 def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
@@ -77,8 +112,18 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
         if result is None:
             return []
         event = index_event(measure, ctx, bindings)
+        aki = bindings.get("aki")
+        if event is not None and aki is not None and aki.onset is not None and aki.onset > event[1]:
+            # a rule about an AKI that followed the event (persistent AKI after surgery):
+            # the AKI diagnosis is its latest index event
+            event = (f"aki-onset:{aki.onset.isoformat()}", aki.onset)
+        # the index event the text names: the admission's encounter, the ICU stay
+        if measure.anchor in ("admission", "encounter"):
+            bindings.setdefault("encounter", ctx.encounter)
+        elif measure.anchor == "icu-start":
+            bindings.setdefault("icu", ctx.icu_stay)
         bindings["sample_time"] = result.value.time
-        bindings["measure_n"] = result.n
+        bindings["n"] = result.n
     for term in ages:
         found = term.evaluate(ctx, bindings)
         if found is None:
@@ -90,7 +135,7 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
                 rule.id,
                 rule.direction,
                 rule.indicator,
-                context=bindings,
+                context=FindingContext.of(bindings),
                 suggestion=rule.suggestion,
             )
         ]
@@ -105,6 +150,13 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
         if not satisfies(value.comparator, t.bounds, in_unit):
             continue
         direction = t.direction if rule.direction == "by-threshold" else rule.direction
+        side = t.direction or direction
+        if (
+            rule.category == "association"
+            and event is not None
+            and _past_index_event(rule, ctx, event[1], side)
+        ):
+            return []
         indicator = rule.indicator
         for ind, bounds in rule.indicator_when:
             in_b = ctx.convert(series, value.value, bounds.unit)
@@ -113,13 +165,11 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
                 and INDICATOR_ORDER[ind] > INDICATOR_ORDER[indicator]
             ):
                 indicator = ind
-        band = None
         for b in rule.bands:
             if satisfies(
                 value.comparator, b.bounds, ctx.convert(series, value.value, b.bounds.unit)
             ):
-                band = b.label
-                bindings["band_effect"] = b.effect
+                bindings["band"] = b
                 break
         return [
             Finding(
@@ -127,9 +177,9 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
                 direction,
                 indicator,
                 values=(value,),
-                context=bindings,
+                context=FindingContext.of(bindings),
                 threshold=t.bounds,
-                band=band,
+                band=bindings["band"].bounds.describe() if "band" in bindings else None,
                 suggestion=rule.suggestion,
                 index_event=event[0] if event else None,
                 index_time=event[1] if event else None,
@@ -138,7 +188,7 @@ def _apply(rule: Rule, ctx: EvalContext, obstetric: bool) -> list[Finding]:
     return []
 
 
-def _with_suggestion(rule: Rule, f: Finding, ctx: EvalContext) -> Finding:
+def _with_suggestion(f: Finding, ctx: EvalContext) -> Finding:
     s = f.suggestion
     if not s or s.get("kind") != "medication":
         return f
@@ -146,7 +196,13 @@ def _with_suggestion(rule: Rule, f: Finding, ctx: EvalContext) -> Finding:
         latest = ctx.latest(m.SERUM_MG, ctx.now - ctx.latest_mg_start)
         bounds = F.parse_bounds(s["when_latest_mg"], "", None, None)
         if latest is None or not ctx.meets(latest, bounds):
-            return replace(f, suggestion=None)
-    dose, reason, info = compute_dose(s, ctx)
-    context: dict[str, Any] = {**f.context, **{f"dose_{k}": v for k, v in info.items()}}
-    return replace(f, dose=dose, no_dose_reason=reason, context=context)
+            reason = NO_RECENT_MG if latest is None else AT_TARGET
+            context = replace(f.context, no_dose_reason=reason, lab=latest)
+            return replace(f, suggestion=None, no_dose_reason=reason, context=context)
+    got = compute_dose(s, ctx)
+    if isinstance(got, NoDose):
+        context = replace(
+            f.context, no_dose_reason=got.reason, weight=got.weight, window=got.window
+        )
+        return replace(f, no_dose_reason=got.reason, context=context)
+    return replace(f, dose=got)

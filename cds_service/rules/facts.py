@@ -68,7 +68,10 @@ def parse_bounds(raw: object, where: str, quantity: str | None, checker: Checker
             raise FactError(f"{where}.{key}: not a number: {val!r}")
     if quantity and checker is not None and not checker.unit_ok(quantity, raw["unit"]):
         raise FactError(f"{where}: unit {raw['unit']!r} is not a unit of {quantity}")
-    return Bounds(unit=raw["unit"], **{k: float(v) for k, v in found.items()})
+    # a float keeps its reported decimals (clinical/numbers.py): 40 kg, 1.70
+    return Bounds(
+        unit=raw["unit"], **{k: v if isinstance(v, float) else float(v) for k, v in found.items()}
+    )
 
 
 def parse_fact(term: object, where: str) -> Fact:
@@ -594,6 +597,32 @@ _register(
     "the newest usable result of a kind within the window meets the bounds",
     _prepare_latest_lab,
 )((_check_latest_lab, _eval_latest_lab))
+
+
+def _check_egfr(params: Any, where: str, checker: Checker) -> None:
+    p = _mapping(params, where, {"within", "unit", *BOUND_KEYS})
+    _duration(p.get("within"), f"{where}.within")
+    parse_bounds({k: v for k, v in p.items() if k != "within"}, where, "egfr", checker)
+
+
+def _prepare_egfr(params: Any) -> _LabParams:
+    return _prepare_latest_lab({**params, "kind": m.EGFR})
+
+
+def _eval_egfr(p: _LabParams, ctx: EvalContext, b: Bindings) -> Bindings | None:
+    found = ctx.egfr(p.within)
+    if found is None:
+        return None
+    in_unit = ctx.convert(m.EGFR, found.value, p.bounds.unit)
+    return {"egfr": found} if satisfies(None, p.bounds, in_unit) else None
+
+
+_register(
+    "egfr",
+    "the lower of the latest reported eGFR and the eGFR computed from the latest creatinine "
+    "(CKD-EPI 2021, adults) within the window meets the bounds",
+    _prepare_egfr,
+)((_check_egfr, _eval_egfr))
 
 
 def _check_no_lab(params: Any, where: str, checker: Checker) -> None:

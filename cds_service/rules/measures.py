@@ -86,7 +86,7 @@ def index_event(measure: Measure, ctx: EvalContext, b: Bindings) -> tuple[str, d
     """The index event a measure belongs to, as ``<anchor>:<identity>``, and its time.
 
     None for measures anchored at now (latest-value measures) and for a planned procedure
-    (its pre-procedure window is anchored at now).
+    (its pre-procedure window is anchored at now). A procedure's time is its end.
     """
     found = _anchor(measure, ctx, b)
     if found is None or found[1] or measure.anchor == "now":
@@ -98,6 +98,8 @@ def index_event(measure: Measure, ctx: EvalContext, b: Bindings) -> tuple[str, d
     elif anchor in ("surgery-start", "surgery-end", "procedure-start"):
         proc: m.Procedure | None = b.get("procedure")
         identity = proc.id if proc is not None else when.isoformat()
+        if proc is not None:  # the event lasts until the procedure ends
+            when = proc.end or proc.start or when
     else:  # icu-start, aki-onset: the event is its time
         identity = when.isoformat()
     return f"{anchor}:{identity}", when

@@ -7,7 +7,16 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from cds_service.clinical.aki import AkiCriteria
+from cds_service.clinical.aki import AkiCriteria, AkiStatus
+from cds_service.clinical.model import (
+    Condition,
+    Encounter,
+    Excluded,
+    IcuStay,
+    LabResult,
+    Medication,
+    Procedure,
+)
 from cds_service.clinical.names import IcuNames, SpecimenWords
 from cds_service.clinical.terminology import ValueSets
 from cds_service.clinical.units import Units
@@ -75,6 +84,20 @@ class Measure:
 
 
 @dataclass(frozen=True, slots=True)
+class NamedQuantity:
+    """A number a rule's (or the gate's) text names: a value or a range, with its unit.
+
+    ``about``: the source gives it as an approximation ("about 3 mg/dL").
+    """
+
+    unit: str
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    about: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Citation:
     """A reference: the review's number, authors, year, title, journal, DOI or URL."""
 
@@ -130,7 +153,6 @@ class Rule:
     population: tuple[Fact, ...]
     evidence: Evidence
     citations: tuple[Citation, ...]
-    text_key: str
     order: int
     measure: str | None = None
     thresholds: tuple[Threshold, ...] = ()
@@ -144,6 +166,12 @@ class Rule:
     obstetric_thresholds: tuple[Threshold, ...] = ()
     show_conditions: tuple[str, ...] = ()
     source_file: str = ""
+    # Card text: the placeholders its templates may use (declared in the rule file, checked
+    # by the loader), whether its "What to do" advises repletion (then a ``gated`` variant
+    # is required), and the named numbers its text may show.
+    placeholders: frozenset[str] = frozenset()
+    advises_repletion: bool = False
+    quantities: dict[str, NamedQuantity] = field(default_factory=dict)
     # What the engine runs, parsed once by the loader: ``population`` compiled
     # (rules/facts.py) and the trigger's parameters parsed (rules/triggers.py).
     terms: tuple[Term, ...] = field(kw_only=True, compare=False, repr=False)
@@ -157,6 +185,7 @@ class GateCondition:
     id: str
     fact: Fact
     suggest_lab: bool = False
+    placeholders: frozenset[str] = frozenset()
     term: Term = field(kw_only=True, compare=False, repr=False)  # ``fact`` compiled
 
 
@@ -201,6 +230,13 @@ class Knowledge:
     reference_range: tuple[float, float]
     albumin_correction: dict[str, Any]
     version: str
+    # gate.yaml ``instead`` numbers (reduced dose: recheck interval, 48-h maximum), the
+    # CKD-EPI 2021 parameters (egfr.yaml), and how long association rules with an index
+    # event fire after it (measures.yaml ``index_event_limit``).
+    gate_quantities: dict[str, NamedQuantity] = field(default_factory=dict)
+    egfr: dict[str, Any] = field(default_factory=dict)
+    index_event_limit: timedelta | None = None
+    administration_counts_for: timedelta = timedelta(0)  # measures.yaml (24 h)
     # mappings/icu-units.yaml with the site's names; mappings/specimens.yaml
     icu_names: IcuNames = field(default_factory=IcuNames)
     specimen_words: SpecimenWords = field(default_factory=SpecimenWords)
@@ -247,20 +283,90 @@ class ValueUsed:
 
 @dataclass(frozen=True, slots=True)
 class Dose:
-    """A computed magnesium sulfate dose (grams, weight-based or fixed)."""
+    """A computed magnesium sulfate order: one number for the text and the FHIR resource.
+
+    ``grams`` is one administration (a bolus, or a day's infusion when ``per_day``);
+    ``over`` how long it runs; ``count`` or ``days`` bound the order in time. A
+    weight-based dose also carries the weight, the per-kg amounts and the rate limit.
+    """
 
     grams: float
     route: str
-    text: str
+    over: timedelta | None = None
+    count: int | None = None
+    days: int | None = None
+    per_day: bool = False
     meq: float | None = None
-    weight_kg: float | None = None
-    bolus_minutes: float | None = None
-    infusion_g_per_h: float | None = None
     volume_ml: float | None = None
     fluid: str | None = None
-    over_minutes: float | None = None
-    per_day: bool = False
-    days: int | None = None
+    weight_kg: float | None = None
+    mg_per_kg: float | None = None
+    max_rate_mg_min: float | None = None
+    infusion_mg_per_kg_h: float | None = None
+    infusion_g_per_h: float | None = None
+
+    @property
+    def over_minutes(self) -> int | None:
+        """Whole minutes of infusion (rounded up when computed)."""
+        return None if self.over is None else round(self.over.total_seconds() / 60)
+
+    @property
+    def rate_mg_min(self) -> float | None:
+        """The rate the dose runs at, in mg/min."""
+        minutes = self.over_minutes
+        return None if not minutes else self.grams * 1000 / minutes
+
+
+@dataclass(frozen=True, slots=True)
+class FindingContext:
+    """What made a rule (or a gate condition) hold: the typed bindings its text may name.
+
+    Population facts, measures and triggers fill these; the renderer reads only these.
+    """
+
+    encounter: Encounter | None = None
+    icu: IcuStay | None = None
+    procedure: Procedure | None = None
+    procedure_state: str | None = None
+    conditions: tuple[Condition, ...] = ()
+    medications: tuple[tuple[Medication, str], ...] = ()
+    aki: AkiStatus | None = None
+    age: int | None = None
+    lab: LabResult | None = None
+    egfr: EgfrValue | None = None
+    window: timedelta | None = None
+    since: datetime | None = None
+    monitoring_context: str | None = None
+    trend: str | None = None
+    n: int | None = None
+    excluded: Excluded | None = None
+    reasons: tuple[str, ...] = ()
+    orders: tuple[Medication, ...] = ()
+    obstetric: bool = False
+    band: Threshold | None = None
+    weight: LabResult | None = None
+    no_dose_reason: str | None = None
+
+    @classmethod
+    def of(cls, bindings: dict[str, Any]) -> FindingContext:
+        """The typed context of a fact's bindings (names outside the contract are dropped)."""
+        known = {k: v for k, v in bindings.items() if k in _CONTEXT_FIELDS}
+        for key in ("conditions", "medications", "reasons", "orders"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+@dataclass(frozen=True, slots=True)
+class EgfrValue:
+    """The eGFR the safety gate used: reported, or computed from creatinine (CKD-EPI 2021)."""
+
+    value: float
+    time: datetime
+    computed: bool
+    creatinine: LabResult | None = None
+    age: int | None = None
+    sex: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +377,7 @@ class Finding:
     direction: str
     indicator: str
     values: tuple[ValueUsed, ...] = ()
-    context: dict[str, Any] = field(default_factory=dict)
+    context: FindingContext = field(default_factory=FindingContext)
     threshold: Bounds | None = None
     band: str | None = None
     suggestion: dict[str, Any] | None = None
@@ -282,6 +388,14 @@ class Finding:
     # ``encounter:<id>``...) and its time; None for latest-value measures and triggers.
     index_event: str | None = None
     index_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GateHit:
+    """A safety-gate condition that holds, with what made it hold (for the card text)."""
+
+    id: str
+    context: FindingContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +419,10 @@ class Advice:
     lab_suggestion: Finding | None = None
     withheld: tuple[Withheld, ...] = ()
     gate_conditions: tuple[str, ...] = ()
+    gate: tuple[GateHit, ...] = ()  # every gate condition that holds (the card's text names them)
     aki_stage: int | None = None
     magnesium: ValueUsed | None = None
     missing: tuple[str, ...] = ()
+
+
+_CONTEXT_FIELDS = frozenset(FindingContext.__dataclass_fields__)

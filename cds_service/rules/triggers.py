@@ -16,7 +16,7 @@ from cds_service.rules import facts as F
 from cds_service.rules.context import MAGNESIUM_SETS, EvalContext, satisfies
 from cds_service.rules.durations import parse_duration
 from cds_service.rules.measures import used
-from cds_service.rules.model import Bounds, Finding, Rule
+from cds_service.rules.model import Bounds, Finding, FindingContext, Rule
 
 Run = Callable[[Rule, Any, EvalContext], list[Finding]]
 
@@ -106,17 +106,14 @@ def _run_gap(rule: Rule, contexts: tuple[_GapContext, ...], ctx: EvalContext) ->
                 # monitored in this context; another context (e.g. cardiac surgery
                 # ended since the last ICU value) may still have a gap
                 continue
-            context = {"monitoring_context": c.id, "since": since, **bindings}
-            if c.window is not None:
-                context["window"] = c.window
-            else:
-                context["window"] = ctx.now - since
+            context = {**bindings, "monitoring_context": c.id, "since": since}
+            context["window"] = c.window if c.window is not None else ctx.now - since
             return [
                 Finding(
                     rule.id,
                     rule.direction,
                     rule.indicator,
-                    context=context,
+                    context=FindingContext.of(context),
                     suggestion=rule.suggestion,
                 )
             ]
@@ -182,14 +179,14 @@ def _run_trend(rule: Rule, p: _Trend, ctx: EvalContext) -> list[Finding]:
         direction = "high"
     if direction is None:
         return []
-    context = {"trend": "falling" if direction == "low" else "rising", "n": len(series)}
+    trend = "falling" if direction == "low" else "rising"
     return [
         Finding(
             rule.id,
             direction,
             rule.indicator,
             values=tuple(used(r) for r in series),
-            context=context,
+            context=FindingContext(trend=trend, n=len(series), window=p.window),
             suggestion=rule.suggestion,
         )
     ]
@@ -211,7 +208,7 @@ def _run_quality(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Findin
             continue
         if ex.time is not None and ex.time > ctx.now:
             continue
-        context = {"excluded": ex, "reason": ex.reason}
+        context = FindingContext(excluded=ex)
         out.append(Finding(rule.id, rule.direction, rule.indicator, context=context))
     return out
 
@@ -235,7 +232,7 @@ def _run_kdigo(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding]
             rule.direction,
             indicator,
             values=(used(status.current),),
-            context={"aki": status},
+            context=FindingContext(aki=status),
         )
     ]
 
@@ -253,12 +250,12 @@ def _run_unsafe(rule: Rule, p: dict[str, Any], ctx: EvalContext) -> list[Finding
     drafts = [x for x in ctx.medications_by_set.items_in(MAGNESIUM_SETS) if x.draft]
     if not drafts:
         return []
-    held: dict[str, F.Bindings] = ctx._cache["gate"]
-    reasons = [g for g in held if g not in p.get("ignore_conditions", [])]
+    ignore = p.get("ignore_conditions", [])
+    reasons = tuple(hit.id for hit in ctx.gate if hit.id not in ignore)
     if not reasons:
         return []
     critical = any(g in p.get("critical_when", []) for g in reasons)
-    context = {"reasons": reasons, "orders": drafts}
+    context = FindingContext(reasons=reasons, orders=tuple(drafts))
     return [
         Finding(
             rule.id, rule.direction, "critical" if critical else rule.indicator, context=context

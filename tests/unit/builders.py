@@ -28,7 +28,7 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 CPT = "http://www.ama-assn.org/go/cpt"
 ATC = "http://www.whocc.no/atc"
 
-MG_UNITS = ("mg/dL", "mmol/L", "meq/L")
+MG_UNITS = ("mg/dL", "mmol/L", "mEq/L")
 
 # Conditions (system, code, display), all members of the value sets named.
 CIRRHOSIS = (ICD10CM, "K70.30", "Alcoholic cirrhosis of liver without ascites")
@@ -41,6 +41,8 @@ COVID = (ICD10CM, "U07.1", "COVID-19")
 SEPSIS = (ICD10CM, "A41.9", "Sepsis, unspecified organism")
 AKI = (ICD10CM, "N17.9", "Acute kidney failure, unspecified")
 CKD3 = (ICD10CM, "N18.30", "Chronic kidney disease, stage 3 unspecified")
+CKD4 = (ICD10CM, "N18.4", "Chronic kidney disease, stage 4 (severe)")
+CKD5_SCT = (SNOMED, "433146000", "Chronic kidney disease stage 5 (disorder)")
 ESRD = (ICD10CM, "N18.6", "End stage renal disease")
 DIALYSIS_STATUS = (ICD10CM, "Z99.2", "Dependence on renal dialysis")
 OLIGURIA = (ICD10CM, "R34", "Anuria and oliguria")
@@ -228,6 +230,7 @@ def snapshot(
     *,
     birth: date | None = None,
     age: int | None = 50,
+    sex: str | None = None,
     encounter: str | None = "inpatient",
     admitted: datetime = NOW - 2 * D,
     discharged: datetime | None = None,
@@ -264,6 +267,7 @@ def snapshot(
     return m.ClinicalSnapshot(
         patient_id="Patient/p1",
         birth_date=birth,
+        sex=sex,
         encounters=encounters,
         current_encounter_id=current,
         icu_stays=stays,

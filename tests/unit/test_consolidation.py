@@ -119,18 +119,22 @@ def test_lead_specific_population_before_anyone(knowledge: Knowledge) -> None:
 
 
 def test_specific_before_anyone_overrides_table_order(knowledge: Knowledge) -> None:
-    """Monitoring card: monitoring-gap (a context) leads reference-range (anyone, earlier in the table)."""
+    """Monitoring card: monitoring-gap (a context) leads reference-range (anyone, earlier in the table).
+
+    Vancomycin with piperacillin/tazobactam outside the ICU: a monitoring context (no serum Mg
+    in 72 h) and no rule of the low direction, so reference-range fires on the Mg of 80 h ago.
+    """
     snap = snapshot(
-        encounter=None, mg=[mg(knowledge, 1.65, at=NOW - 80 * H)], medications=[med(CISPLATIN)]
+        encounter=None,
+        mg=[mg(knowledge, 1.65, at=NOW - 80 * H)],
+        medications=[med(VANCOMYCIN), med(PIP_TAZO)],
     )
     advice = run(knowledge, snap)
     _check_card_invariants(advice)
     cards = by_direction(advice)
-    assert set(cards) == {"monitoring", "low", "prevention"}
+    assert set(cards) == {"monitoring"}
     assert cards["monitoring"].rules == ("monitoring-gap", "reference-range")
     assert (cards["monitoring"].lead, cards["monitoring"].indicator) == ("monitoring-gap", "info")
-    assert cards["low"].rules == ("drug-induced-hypomagnesemia",)
-    assert cards["prevention"].lead == "cisplatin-mg-preload"
 
 
 def test_lead_by_table_order(knowledge: Knowledge) -> None:
@@ -250,7 +254,7 @@ def test_a_lead_without_a_dose_passes_the_suggestion_on(knowledge: Knowledge) ->
     )
 
 
-# --- reference-range only when no other association rule fires ----------------------------------
+# --- reference-range only when no rule of the low or high direction fires (evidence.md §4) ------
 
 
 @pytest.mark.parametrize(
@@ -261,10 +265,12 @@ def test_a_lead_without_a_dose_passes_the_suggestion_on(knowledge: Knowledge) ->
         ("Mg 2.0, no context", lambda k: snapshot(encounter=None, mg=[mg(k, 2.0)]), False),
         ("admission Mg 1.4: admission-u-shape fires",
          lambda k: snapshot(encounter="inpatient", admitted=NOW - D, mg=[mg(k, 1.4, at=NOW - D + H)]), False),
-        ("Mg 1.0: severe-hypomagnesemia is not an association rule",
-         lambda k: snapshot(encounter=None, mg=[mg(k, 1.0)]), True),
-        ("Mg 1.6 on omeprazole: drug-induced is not an association rule",
-         lambda k: snapshot(encounter=None, mg=[mg(k, 1.6)], medications=[med(("http://www.nlm.nih.gov/research/umls/rxnorm", "7646", "omeprazole"))]), True),
+        ("Mg 1.0: severe-hypomagnesemia (low direction) fires",
+         lambda k: snapshot(encounter=None, mg=[mg(k, 1.0)]), False),
+        ("Mg 1.6 on omeprazole: drug-induced (low direction) fires",
+         lambda k: snapshot(encounter=None, mg=[mg(k, 1.6)], medications=[med(("http://www.nlm.nih.gov/research/umls/rxnorm", "7646", "omeprazole"))]), False),
+        ("Mg 5.0: hypermagnesemia-toxic (high direction) fires",
+         lambda k: snapshot(encounter=None, mg=[mg(k, 5.0)]), False),
         ("Mg 1.6 with cirrhosis (cirrhosis-high does not fire)",
          lambda k: snapshot(encounter=None, mg=[mg(k, 1.6)], conditions=[condition(CIRRHOSIS)]), True),
         ("Mg 2.6 with cirrhosis (cirrhosis-high fires)",
@@ -285,14 +291,13 @@ def test_reference_range_is_a_fallback(
 
 
 def test_reference_range_exact_cards(knowledge: Knowledge) -> None:
+    """Mg 1.0: the severe card alone; no "no more specific rule applies" card beside it."""
     advice = run(knowledge, snapshot(encounter=None, mg=[mg(knowledge, 1.0)]))
     cards = by_direction(advice)
-    assert set(cards) == {"low", "monitoring"}
+    assert set(cards) == {"low"}
     assert (cards["low"].lead, cards["low"].indicator) == ("severe-hypomagnesemia", "warning")
-    assert (cards["monitoring"].lead, cards["monitoring"].rules) == (
-        "reference-range",
-        ("reference-range",),
-    )
+    advice = run(knowledge, snapshot(encounter=None, mg=[mg(knowledge, 1.6)]))
+    assert {a.direction: a.rules for a in advice} == {"monitoring": ("reference-range",)}
 
 
 def test_data_quality_findings_list_the_rule_once(knowledge: Knowledge) -> None:

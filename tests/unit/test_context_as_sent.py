@@ -173,7 +173,7 @@ def test_magnesium_given_two_hours_ago_withholds_the_suggestion(knowledge: Knowl
 @pytest.mark.parametrize(
     ("locale", "words"),
     [("en", ["Magnesium result not used", "not serum or plasma", "(Urine)"]),
-     ("zh-CN", ["镁检测结果未被使用", "并非血清/血浆", "(Urine)"])],
+     ("zh-CN", ["镁检测结果未被使用", "并非血清/血浆", "（Urine）"])],
 )  # fmt: skip
 def test_a_serum_code_on_urine_feeds_no_rule_and_the_data_quality_card_says_why(
     knowledge: Knowledge, locale: str, words: list[str]

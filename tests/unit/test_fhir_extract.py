@@ -50,16 +50,16 @@ def results(snap: m.ClinicalSnapshot) -> dict[str, m.LabResult]:
     [
         ("mg-mass", m.SERUM_MG, 1.9, "mg/dL", (1.9, "mg/dL")),
         ("mg-code-only", m.SERUM_MG, 2.4305, "mg/dL", (1.0, "mmol/L")),  # unit wins over 19123-9
-        ("mg-meq", m.SERUM_MG, 1.6 * 1.21525, "mg/dL", (1.6, "meq/L")),
+        ("mg-meq", m.SERUM_MG, 1.6 * 1.21525, "mg/dL", (1.6, "mEq/L")),
         ("mg-less-than", m.SERUM_MG, 1.0, "mg/dL", (1.0, "mg/dL")),
         ("mg-no-tz", m.SERUM_MG, 2.0, "mg/dL", (2.0, "mg/dL")),
         ("mg-date-only", m.SERUM_MG, 2.1, "mg/dL", (2.1, "mg/dL")),
         ("mg-ionized", m.IONIZED_MG, 0.5 * 2.4305, "mg/dL", (0.5, "mmol/L")),
         ("creat-1", m.CREATININE, 1.1, "mg/dL", (1.1, "mg/dL")),
-        ("creat-2", m.CREATININE, 150 / 88.4, "mg/dL", (150.0, "umol/L")),
+        ("creat-2", m.CREATININE, 150 / 88.4, "mg/dL", (150.0, "µmol/L")),
         ("albumin", m.ALBUMIN, 3.5, "g/dL", (35.0, "g/L")),
-        ("weight", m.WEIGHT, 154 * 0.45359237, "kg", (154.0, "[lb_av]")),
-        ("egfr-nonblack", m.EGFR, 55.0, "mL/min/{1.73_m2}", (55.0, "mL/min/{1.73_m2}")),
+        ("weight", m.WEIGHT, 154 * 0.45359237, "kg", (154.0, "lb")),
+        ("egfr-nonblack", m.EGFR, 55.0, "mL/min/1.73 m²", (55.0, "mL/min/1.73 m²")),
     ],
 )
 def test_usable_results_are_converted_to_the_canonical_unit(

@@ -94,12 +94,12 @@ CASES: list[tuple[str, Edit, str, str]] = [
     (
         "unknown-fact-in-gate",
         replace("gate.yaml", "fact: {condition: [oliguria]}", "fact: {diagnosis: [oliguria]}"),
-        "gate.yaml", "conditions[7]",
+        "gate.yaml", "conditions[8]: unknown fact 'diagnosis'",
     ),
     (
         "unknown-operator-lte",
         replace(RULE, "{direction: low, lt: 1.5, unit: mg/dL}", "{direction: low, lte: 1.5, unit: mg/dL}"),
-        "admission-u-shape.yaml", "lte",
+        "admission-u-shape.yaml", "thresholds[0]: unknown key(s) ('lte'",
     ),
     (
         "unknown-operator-beside-a-known-one",
@@ -108,7 +108,7 @@ CASES: list[tuple[str, Edit, str, str]] = [
             "{direction: high, ge: 2.4, unit: mg/dL}",
             "{direction: high, ge: 2.4, lte: 9, unit: mg/dL}",
         ),
-        "cirrhosis-high.yaml", "lte",
+        "cirrhosis-high.yaml", "thresholds[0]: unknown key(s) ('lte'",
     ),
     (
         "unknown-operator-in-gate-lab",
@@ -172,15 +172,86 @@ CASES: list[tuple[str, Edit, str, str]] = [
         "missing-text-key-zh-CN",
         replace(
             "text/zh-CN.yaml",
-            '      high: "入院血清镁 {value_mg_dl} mg/dL（>2.3）：与 AKI 风险升高相关"\n',
+            '      high: "监测血肌酐和尿量；评估镁摄入及肾功能；复查血清镁。"\n',
             "",
+            1,
         ),
-        "zh-CN.yaml", "rules.admission-u-shape.summary.high",
+        "zh-CN.yaml", "rules.admission-u-shape.action.high",
     ),
     (
-        "unknown-placeholder",
-        replace("text/en.yaml", "Admission Mg {value_mg_dl} mg/dL (<1.5)", "Admission Mg {valu} mg/dL (<1.5)"),
-        "en.yaml", "rules.admission-u-shape.summary.low",
+        "undeclared-placeholder",
+        replace("text/en.yaml", 'summary: "Admission Mg {value} ({threshold}): associated', 'summary: "Admission Mg {value} ({threshold}) on {icu_start}: associated'),
+        "en.yaml", "rules.admission-u-shape.summary.default: placeholder {icu_start} is not declared",
+    ),
+    (
+        "unknown-placeholder-declared",
+        replace(RULE, "  placeholders: [", "  placeholders: [valu, "),
+        "admission-u-shape.yaml", "text.placeholders: unknown placeholder {valu}",
+    ),
+    (
+        "declared-placeholder-the-rule-cannot-fill",
+        replace(RULE, "  placeholders: [", "  placeholders: [dose, "),
+        "admission-u-shape.yaml", "text.placeholders: {dose}",
+    ),
+    (
+        "template-restates-a-threshold",
+        replace("text/en.yaml", 'summary: "Admission Mg {value} ({threshold}): associated', 'summary: "Admission Mg {value} (below 1.5): associated'),
+        "en.yaml", "restates 1.5",
+    ),
+    (
+        "template-restates-a-dose",
+        replace("text/zh-CN.yaml", "可考虑每日静脉补镁 {dose_meq}（硫酸镁 {dose}）", "可考虑每日静脉补镁 48 mEq（硫酸镁 {dose}）"),
+        "zh-CN.yaml", "restates 48",
+    ),
+    (
+        "computed-dose-in-a-regimen",
+        replace("text/en.yaml", "Study regimen: magnesium sulfate {dose_per_kg} in", "Study regimen: magnesium sulfate {dose} in"),
+        "en.yaml", "rules.laparoscopic-intraop-mg.regimen.default: {dose} exists only once a dose is computed",
+    ),
+    (
+        "in-range-wording-says-hypomagnesaemia",
+        replace("text/en.yaml", "in_range_low: \"Monitor creatinine and urine output for {monitor_after} after contrast; recheck Mg.", "in_range_low: \"Monitor creatinine and urine output for {monitor_after} after contrast; treat hypomagnesaemia."),
+        "en.yaml", "rules.contrast-u-shape.action",
+    ),
+    (
+        "no-in-range-variant",
+        replace("text/en.yaml", '      in_range_low: "Admission Mg {value} ({threshold}, lower part of the reference range) in acute pancreatitis: higher AKI risk"\n', ""),
+        "en.yaml", "rules.pancreatitis-low.summary: needs an in_range_low variant",
+    ),
+    (
+        "no-withheld-summary",
+        replace("text/en.yaml", '      withheld: "Cisplatin ordered: magnesium preload suggestion withheld by the safety gate"\n', ""),
+        "en.yaml", "rules.cisplatin-mg-preload: a rule that suggests magnesium needs summary.withheld",
+    ),
+    (
+        "no-gated-variant",
+        replace("text/en.yaml", '      gated: "ECG; check potassium and calcium. The safety gate holds ({reasons}): {instead}"\n', ""),
+        "en.yaml", "rules.severe-hypomagnesemia: action needs a gated variant",
+    ),
+    (
+        "unknown-variant",
+        replace("text/en.yaml", "      in_range_low: \"Pre-procedure Mg", "      in_range: \"Pre-procedure Mg"),
+        "en.yaml", "rules.contrast-u-shape.summary",
+    ),
+    (
+        "gate-text-undeclared-placeholder",
+        replace("text/en.yaml", 'oliguria: "oliguria coded"', 'oliguria: "oliguria coded ({condition})"'),
+        "en.yaml", "gate.oliguria: placeholder {condition} is not declared",
+    ),
+    (
+        "gate-text-restates-a-number",
+        replace("text/en.yaml", 'mg-missing: "no usable serum Mg in the last {window}', 'mg-missing: "no usable serum Mg in the last 72 h'),
+        "en.yaml", "gate.mg-missing: restates 72",
+    ),
+    (
+        "medication-order-not-bounded",
+        replace("rules/vanco-pip-tazo-mg.yaml", "  count: 1 ", "  # count: 1 "),
+        "vanco-pip-tazo-mg.yaml", "bounded in time",
+    ),
+    (
+        "translation-changes-a-number",
+        replace("text/zh-CN.yaml", '"入院血清镁 <1.5 mg/dL 与 1.9~2.1 mg/dL（参照组）相比"', '"入院血清镁 <1.6 mg/dL 与 1.9~2.1 mg/dL（参照组）相比"'),
+        "zh-CN.yaml", "rules.admission-u-shape.evidence.effect_labels[0]",
     ),
     (
         "value-set-absent-in-population",
@@ -266,8 +337,10 @@ def test_site_lab_code_value_set_absent(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "set_id",
-    ["aki", "dialysis", "magnesium-sulfate", "oral-magnesium", "pre-eclampsia", "non-serum-specimen"],
-)
+    ["aki", "dialysis", "magnesium-sulfate", "oral-magnesium", "pre-eclampsia", "non-serum-specimen",
+     "icu-location", "encounter-inpatient", "encounter-emergency", "encounter-ambulatory",
+     "serum-magnesium-mass", "creatinine", "egfr", "body-weight"],
+)  # fmt: skip
 def test_value_set_named_in_code_is_required(tmp_path: Path, set_id: str) -> None:
     root = tmp_path / "mappings"
     shutil.copytree(MAPPINGS, root)

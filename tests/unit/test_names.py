@@ -98,11 +98,11 @@ def test_name_matching_rule() -> None:
 @pytest.mark.parametrize(
     ("file", "text", "error"),
     [
-        ("icu-units.yaml", "names: ICU\n", "names: expected a list of names"),
+        ("icu-units.yaml", "names: ICU\n", "names: 'ICU' is not of type 'array'"),
         ("icu-units.yaml", "names: [ICU]\nextra: 1\n", "unknown key(s) ['extra']"),
-        ("icu-units.yaml", "not_icu: [HDU]\n", "missing field 'names'"),
-        ("icu-units.yaml", "names: [ICU, '']\n", "names[1]: expected a non-empty name"),
-        ("specimens.yaml", "not_serum: {words: [urine]}\n", "missing field 'whole_blood'"),
+        ("icu-units.yaml", "not_icu: [HDU]\n", "'names' is a required property"),
+        ("icu-units.yaml", "names: [ICU, '']\n", "names[1]: '' should be non-empty"),
+        ("specimens.yaml", "not_serum: {words: [urine]}\n", "'whole_blood' is a required property"),
         (
             "specimens.yaml",
             "not_serum: {words: [urine], value_sets: [no-such-set]}\nwhole_blood: {words: [wb]}\n",

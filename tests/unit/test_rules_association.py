@@ -422,7 +422,7 @@ def test_stay_median(knowledge: Knowledge, values: list[float], fires: bool) -> 
     assert ("covid-stay-median-high" in fired(advice)) is fires
     if fires:
         f = finding(advice, "covid-stay-median-high")
-        assert f.context["measure_n"] == len(values)
+        assert f.context.n == len(values)
 
 
 def test_stay_median_excludes_results_before_the_encounter(knowledge: Knowledge) -> None:
@@ -663,19 +663,19 @@ def test_cardiac_postop_band(knowledge: Knowledge) -> None:
     sc = SCENARIOS["cardiac-surgery-postop-high"]
     assert (
         finding(run(knowledge, sc.build(knowledge, 2.3)), "cardiac-surgery-postop-high").band
-        == "2.3 to <2.7 mg/dL"
+        == "≥ 2.3 and < 2.7 mg/dL"
     )
     assert (
         finding(run(knowledge, sc.build(knowledge, 2.69)), "cardiac-surgery-postop-high").band
-        == "2.3 to <2.7 mg/dL"
+        == "≥ 2.3 and < 2.7 mg/dL"
     )
     assert (
         finding(run(knowledge, sc.build(knowledge, 2.7)), "cardiac-surgery-postop-high").band
-        == ">=2.7 mg/dL"
+        == "≥ 2.7 mg/dL"
     )
     value = convert_mg(knowledge, 2.7, "mg/dL", "mmol/L")
     f = finding(run(knowledge, sc.build(knowledge, value, "mmol/L")), "cardiac-surgery-postop-high")
-    assert f.band == ">=2.7 mg/dL"
+    assert f.band == "≥ 2.7 mg/dL"
 
 
 def test_whole_blood_or_ionized_never_feed_serum_rules(knowledge: Knowledge) -> None:

@@ -156,7 +156,7 @@ def test_monitoring_gap(
         return
     f = finding(advice, "monitoring-gap")
     assert (f.direction, f.indicator) == ("monitoring", "info")
-    assert f.context["monitoring_context"] == context
+    assert f.context.monitoring_context == context
     assert f.suggestion is not None and f.suggestion["kind"] == "lab-order"
     assert f.suggestion["code"] == {"system": "http://loinc.org", "code": "19123-9",
                                     "display": "Magnesium [Mass/volume] in Serum or Plasma"}  # fmt: skip
@@ -182,7 +182,7 @@ TREND = [
 ]
 
 
-@pytest.mark.parametrize("unit", ["mg/dL", "mmol/L", "meq/L"])
+@pytest.mark.parametrize("unit", ["mg/dL", "mmol/L", "mEq/L"])
 @pytest.mark.parametrize(("values", "direction"), TREND)
 def test_mg_trend(
     knowledge: Knowledge, values: list[float], direction: str | None, unit: str
@@ -198,7 +198,7 @@ def test_mg_trend(
         return
     f = finding(advice, "mg-trend")
     assert (f.direction, f.indicator) == (direction, "info")
-    assert f.context["trend"] == ("falling" if direction == "low" else "rising")
+    assert f.context.trend == ("falling" if direction == "low" else "rising")
     assert [v.time for v in f.values] == list(times)
     assert f.suggestion is not None and f.suggestion["kind"] == "lab-order"
 
@@ -252,7 +252,7 @@ def test_data_quality_results_produce_only_the_data_quality_card(
     assert fired(advice) == {"mg-data-quality"}
     f = finding(advice, "mg-data-quality")
     assert (f.direction, f.indicator) == ("monitoring", "info")
-    assert f.context["excluded"] is ex
+    assert f.context.excluded is ex
 
 
 def test_data_quality_one_finding_per_result_on_one_card(knowledge: Knowledge) -> None:
@@ -272,7 +272,7 @@ def test_data_quality_one_finding_per_result_on_one_card(knowledge: Knowledge) -
         "mg-data-quality",
         ("mg-data-quality",),
     )
-    assert [f.context["excluded"] for f in card.findings] == excluded[:3]
+    assert [f.context.excluded for f in card.findings] == excluded[:3]
 
 
 def test_usable_result_next_to_an_excluded_one(knowledge: Knowledge) -> None:
@@ -310,7 +310,7 @@ def test_aki_kdigo(
         return
     f = finding(advice, "aki-kdigo")
     assert (f.direction, f.indicator) == ("aki", indicator)
-    assert f.context["aki"].stage == stage
+    assert f.context.aki.stage == stage
     card = by_direction(advice)["aki"]
     assert card.aki_stage == stage and card.lead == "aki-kdigo"
 

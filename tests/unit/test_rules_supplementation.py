@@ -338,11 +338,13 @@ def test_sepsis_dose(knowledge: Knowledge) -> None:
     advice = run(knowledge, clean(knowledge, **ICU_CTX, conditions=[condition(SEPSIS)]))
     s = only_advice(advice, "prevention").medication_suggestion
     assert s is not None and s.rule_id == "sepsis-mg" and s.dose is not None
-    assert (s.dose.grams, s.dose.per_day, s.dose.volume_ml, s.dose.over_minutes) == (
+    # once, for that day only (evidence.md §4: boundsDuration 1 d), over at least 1 h
+    assert (s.dose.grams, s.dose.count, s.dose.days, s.dose.volume_ml, s.dose.over_minutes) == (
         2.0,
-        True,
+        1,
+        1,
         50,
-        60.0,
+        60,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from cds_service.clinical import model as m
+from cds_service.clinical.numbers import as_reported
 from cds_service.render.cards import CardRenderer
 from cds_service.render.fhir import OrderCodes
 from cds_service.render.text import TextRenderer
@@ -27,12 +28,12 @@ REPLETION = "icu-hypomagnesemia-repletion"
 ICU = NOW - 10 * H
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # Latin words allowed in a translation: units, abbreviations and names kept as in the review.
-_LATIN_OK = {"mmol", "eGFR", "MIMIC", "COVID", "Money"}
+_LATIN_OK = {"mmol", "eGFR", "MIMIC", "COVID", "Money", "KDIGO", "England", "Seah", "Adomako"}
 
 
 def zh_evidence(k: Knowledge, rule: Rule) -> dict[str, Any]:
-    node = k.texts["zh-CN"]["rules"][rule.text_key].get("evidence")
-    assert isinstance(node, dict), f"zh-CN.yaml: rules.{rule.text_key}.evidence missing"
+    node = k.texts["zh-CN"]["rules"][rule.id].get("evidence")
+    assert isinstance(node, dict), f"zh-CN.yaml: rules.{rule.id}.evidence missing"
     return node
 
 
@@ -70,6 +71,7 @@ def test_zh_cn_translations_keep_the_numbers_of_the_rule_files(knowledge: Knowle
     for rule in knowledge.rules:
         ev, tr = rule.evidence, zh_evidence(knowledge, rule)
         pairs = [(ev.design, tr["design"]), (ev.population or "", tr.get("population", ""))]
+        pairs.append((ev.study, tr.get("study", ev.study)))
         pairs += zip([e.label for e in ev.effects], tr.get("effect_labels") or [], strict=True)
         pairs += zip([e.measure for e in ev.effects], tr.get("effect_measures") or [], strict=True)
         pairs += zip(ev.extra.get("trial_exclusions") or [], tr.get("exclusions") or [], strict=True)
@@ -106,10 +108,10 @@ def test_zh_cn_card_has_no_english_evidence(knowledge: Knowledge) -> None:
                     "torsades", "weight under", "or higher", "or lower"):  # fmt: skip
         assert english not in detail, english
     assert "随机对照试验" in detail and "多中心前瞻性队列研究" in detail
-    assert "校正 RR 0.27" in detail and "校正 OR 1.25 (1.08-1.46)" in detail  # numbers from code
-    assert "ICU 入院血清镁 <1.6 mg/dL，死亡率: 校正 HR 1.65" in detail
+    assert "校正 RR 0.27" in detail and "校正 OR 1.25（1.08~1.46）" in detail  # numbers from code
+    assert "ICU 入院血清镁 <1.6 mg/dL，死亡率：校正 HR 1.65" in detail
     exclusions = [str(x) for x in zh_evidence(knowledge, knowledge.rule(REPLETION))["exclusions"]]
-    assert "该试验排除了：" + "; ".join(exclusions) + "。" in detail
+    assert "该试验排除了：" + "；".join(exclusions) + "。" in detail
     assert "血肌酐 ≥3.5 mg/dL" in detail and "妊娠" in detail and "晚期恶性肿瘤" in detail
 
 
@@ -132,12 +134,11 @@ def test_english_output_unchanged(knowledge: Knowledge) -> None:
         assert en.exclusions(rule) == list(ev.extra.get("trial_exclusions") or [])
         parts = []
         for e in ev.effects:
-            part = f"{e.label}: {e.measure} {e.value:g}" if e.value is not None else e.label
-            parts.append(part + (f" ({e.ci[0]:g}-{e.ci[1]:g})" if e.ci else ""))
+            part = f"{e.label}: {e.measure} {as_reported(e.value)}" if e.value is not None else e.label
+            parts.append(part + (f" ({as_reported(e.ci[0])}-{as_reported(e.ci[1])})" if e.ci else ""))
         n = f", N={ev.n:,}" if ev.n else ""
-        assert en.evidence_line(rule).startswith(
-            f"{ev.study}, {ev.design}{n}: {'; '.join(parts) or '—'}."
-        )
+        effects = f": {'; '.join(parts)}." if parts else "."  # no dangling clause without effects
+        assert en.evidence_line(rule).startswith(f"{ev.study}, {ev.design}{n}{effects}")
     advice, snap = icu_low_advice(knowledge)
     detail = en.render(advice, snap.conditions).detail
     assert "Barbosa 2016, randomized controlled trial, N=143: IV magnesium 48 mEq/day" in detail
@@ -145,10 +146,14 @@ def test_english_output_unchanged(knowledge: Knowledge) -> None:
 
 
 def test_effect_sizes_keep_their_reported_precision(knowledge: Knowledge) -> None:
-    """P = 0.007 and HR 0.082 (0.008-0.79) are shown as reported, not rounded to 0.01."""
+    """P = 0.007, HR 0.082 (0.008-0.790) and OR 1.70 are shown as the papers report them."""
     en = TextRenderer(knowledge, "en")
     assert "P 0.007" in en.evidence_line(knowledge.rule("emergency-admission-high"))
-    assert "HR 0.082 (0.008-0.79)" in en.evidence_line(knowledge.rule("cisplatin-mg-preload"))
+    assert "HR 0.082 (0.008-0.790)" in en.evidence_line(knowledge.rule("cisplatin-mg-preload"))
+    assert "adjusted OR 1.70 (1.31-2.18)" in en.evidence_line(knowledge.rule("admission-u-shape"))
+    assert "adjusted OR 1.30 (1.12-1.52)" in en.evidence_line(
+        knowledge.rule("cardiac-surgery-postop-high")
+    )
 
 
 # --- the loader ----------------------------------------------------------------------------
@@ -190,7 +195,7 @@ BAD = [
     ),
     (
         "unknown-key",
-        replace(ZH, '      design: "随机对照试验"\n', '      design: "随机对照试验"\n      study: "巴尔博萨"\n'),
+        replace(ZH, '      design: "随机对照试验"\n', '      design: "随机对照试验"\n      title: "巴尔博萨"\n'),
         "rules.icu-hypomagnesemia-repletion.evidence",
     ),
     (
@@ -210,8 +215,8 @@ def test_loader_rejects_a_bad_translation(tmp_path: Path, edit: Edit, key: str) 
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
-    edit = replace(ZH, '      design: "随机对照试验"\n', '      design: "随机对照试验"\n      study: "巴尔博萨"\n')
-    with pytest.raises(MappingError, match=r"zh-CN\.yaml: rules\.icu-hypomagnesemia-repletion\.evidence: unknown key\(s\) \['study'\]"):
+    edit = replace(ZH, '      design: "随机对照试验"\n', '      design: "随机对照试验"\n      title: "巴尔博萨"\n')
+    with pytest.raises(MappingError, match=r"zh-CN\.yaml: rules\.icu-hypomagnesemia-repletion\.evidence: unknown key\(s\) \['title'\]"):
         load_edited(tmp_path, edit)
 
 
