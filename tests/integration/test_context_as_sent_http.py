@@ -202,6 +202,7 @@ def test_every_icu_rule_the_gate_and_planned_procedures_with_context_as_ehrs_sen
     assert medication_suggestions(given) == []  # magnesium given 2 h ago: no new suggestion
     (low,) = [c for c in given if "icu-hypomagnesemia-repletion" in c["extension"]["magnesium-aki"]["rules"]]
     assert low["summary"].endswith("(magnesium suggestion withheld)")
+    assert low["extension"]["magnesium-aki"]["withheld"] == ["mg-active"]
     assert ("Magnesium suggestion withheld by the safety gate: magnesium already active, ordered or "
             "recently given (Magnesium sulfate 2 g in 50 mL NS IV)") in low["detail"]  # fmt: skip
     assert "monitoring-gap" not in rules(answered["positive-control"])
