@@ -8,10 +8,11 @@ its own port:
 - ``bench/trivial_app.py``: parses the same JSON body and answers one fixed card.
 
 Load: the 100-entry MIMIC-IV demo bundle of ``bench/bench_evaluate.py`` as a patient-view
-prefetch (keys patient, encounter, magnesium, creatinine, albumin, egfr, weight, conditions,
-procedures, medications; search keys as searchset Bundles, newest first). The bundle's
-Location is not a prefetch key, so one more MedicationRequest of the same stay takes its
-place (still 100 resources). Times are shifted by whole days so that "now" is about an hour
+prefetch, every key of the discovery templates filled as an EHR that honours ``_include``
+does: patient; encounter (the ``encounterId`` search, its MICU Location included);
+magnesium, creatinine, albumin, egfr, weight (newest first), conditions, procedures,
+medications; and, empty for this finished stay, encounters (in progress), planned-procedures,
+service-requests, administrations (search keys as searchset Bundles). Times are shifted by whole days so that "now" is about an hour
 after the bundle's ``NOW``: the request gets the same advice as in bench_evaluate (a low-Mg
 card whose MedicationRequest and ServiceRequest are built and validated per request).
 
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import os
 import platform
@@ -101,54 +101,47 @@ def _newest_first(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _searchset(entries: list[dict[str, Any]]) -> dict[str, Any]:
     out = [{"fullUrl": f"https://ehr.example.org/fhir/{e['resource']['resourceType']}/{e['resource']['id']}",
-            "resource": e["resource"]} for e in entries]  # fmt: skip
+            "resource": e["resource"], **({"search": e["search"]} if "search" in e else {})}
+           for e in entries]  # fmt: skip
     return {"resourceType": "Bundle", "type": "searchset", "total": len(out), "entry": out}
 
 
 def build_request(now: datetime) -> tuple[dict[str, Any], int]:
     """(patient-view request with the 100-resource prefetch, number of resources)."""
-    bundle = build_bundle()
-    entries = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Location"]
-    chosen = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in entries}
-    src = json.loads(SOURCE.read_text(encoding="utf-8"))
-    enc = next(e["resource"] for e in entries if e["resource"].get("id") == ENCOUNTER)
-    start = enc["period"]["start"][:10]
-    extra = next(
-        e for e in src["entry"]
-        if e["resource"]["resourceType"] == "MedicationRequest"
-        and (e["resource"]["resourceType"], e["resource"]["id"]) not in chosen
-        and start <= str(e["resource"].get("authoredOn", ""))[:10] <= NOW.date().isoformat()
-    )  # fmt: skip
-    entries.append(copy.deepcopy(extra))
-    delta = timedelta(days=(now - NOW - timedelta(hours=1)).days)
-    entries = shift_times(entries, delta)
+    entries = shift_times(build_bundle()["entry"], timedelta(days=(now - NOW - timedelta(hours=1)).days))
     groups: dict[str, list[dict[str, Any]]] = {k: [] for k in (*LOINC_KEYS.values(), "conditions",
                                                               "procedures", "medications")}  # fmt: skip
-    patient = encounter = None
+    patient = encounter = location = None
     for e in entries:
         res = e["resource"]
         kind = res["resourceType"]
         if kind == "Patient":
             patient = res
         elif kind == "Encounter":
-            encounter = res
+            encounter = e
+        elif kind == "Location":
+            location = {**e, "search": {"mode": "include"}}
         elif kind == "Observation":
             code = next(c["code"] for c in res["code"]["coding"] if c.get("system") == "http://loinc.org")
             groups[LOINC_KEYS[code]].append(e)
         else:
             groups[{"Condition": "conditions", "Procedure": "procedures",
                     "MedicationRequest": "medications"}[kind]].append(e)  # fmt: skip
-    assert patient is not None and encounter is not None
-    prefetch: dict[str, Any] = {"patient": patient, "encounter": encounter}
+    assert patient is not None and encounter is not None and location is not None
+    assert encounter["resource"]["id"] == ENCOUNTER
+    prefetch: dict[str, Any] = {"patient": patient, "encounter": _searchset([encounter, location])}
     for key, group in groups.items():
         prefetch[key] = _searchset(_newest_first(group) if key in LOINC_KEYS.values() else group)
-    count = 2 + sum(len(g) for g in groups.values())
+    for key in ("encounters", "planned-procedures", "service-requests", "administrations"):
+        prefetch[key] = _searchset([])
+    count = 3 + sum(len(g) for g in groups.values())
     request = {
         "hook": "patient-view",
         "hookInstance": PLACEHOLDER,
-        "context": {"userId": "Practitioner/bench", "patientId": patient["id"], "encounterId": encounter["id"]},
+        "context": {"userId": "Practitioner/bench", "patientId": patient["id"],
+                    "encounterId": encounter["resource"]["id"]},
         "prefetch": prefetch,
-    }
+    }  # fmt: skip
     return request, count
 
 

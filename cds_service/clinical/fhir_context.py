@@ -64,18 +64,24 @@ def encounter_class(enc: JsonDict, knowledge: Knowledge) -> str:
 def location_is_icu(
     loc: JsonDict | None, display: str | None, knowledge: Knowledge
 ) -> tuple[tuple[m.Coding, ...], bool]:
-    """A Location's type codings and whether it is an ICU (type or a site ICU unit)."""
-    units = knowledge.site.icu_units
+    """A Location's type codings and whether it is an ICU: by type (v3 RoleCode) or unit name.
+
+    Names (``mappings/icu-units.yaml`` with the site's) are matched in the Location's name,
+    aliases, id, identifier values and type texts, and in the reference's display.
+    """
+    names = knowledge.icu_names
     if loc is None:
-        return (), bool(display and display in units)
+        return (), names.match(display) is not None
     types: list[m.Coding] = []
+    texts: list[str | None] = [get_str(loc, "name"), display]
     for cc in get_dicts(loc, "type"):
-        types.extend(codings_of(cc))
-    names = [loc.get("id"), loc.get("name"), display, *get_list(loc, "alias")]
-    names += [i.get("value") for i in get_dicts(loc, "identifier")]
-    is_icu = _any_in(knowledge, tuple(types), ICU_LOCATION) or any(
-        isinstance(n, str) and n in units for n in names
-    )
+        concept = concept_of(cc)
+        types.extend(concept.codings)
+        texts += [concept.text, *(c.display for c in concept.codings)]
+    texts += [a for a in get_list(loc, "alias") if isinstance(a, str)]
+    texts += [get_str(i, "value") for i in get_dicts(loc, "identifier")]
+    texts.append(get_str(loc, "id"))
+    is_icu = _any_in(knowledge, tuple(types), ICU_LOCATION) or names.match(*texts) is not None
     return tuple(types), is_icu
 
 

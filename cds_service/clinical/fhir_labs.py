@@ -196,19 +196,43 @@ def _reference_range(obs: JsonDict) -> str | None:
     return None
 
 
-def _specimen(obs: JsonDict, index: ResourceIndex, table: LabTable) -> tuple[str | None, bool]:
-    """The specimen type's name and whether it is in the non-serum-specimen set."""
+_MG_KINDS = frozenset({m.SERUM_MG, m.IONIZED_MG})
+
+
+def _specimen(
+    obs: JsonDict, index: ResourceIndex, table: LabTable, kind: str
+) -> tuple[str | None, str | None]:
+    """The specimen's name, and the text saying a magnesium result is not serum (or None).
+
+    "The specimen decides" (evidence.md §1): a Specimen type in a not-serum value set, or a
+    not-serum word (``mappings/specimens.yaml``) in the specimen's type or display, or in the
+    Observation's code text or displays. Whole blood is a specimen of ionized magnesium.
+    """
     ref = get_dict(obs, "specimen")
-    spec = index.resolve(ref, obs) if ref is not None else None
-    if spec is None:
-        return None, False
-    concept = concept_of(get_dict(spec, "type"))
-    name = concept.text or next((c.display or c.code for c in concept.codings), None)
-    vs = table.knowledge.valuesets
-    non_serum = (
-        NON_SERUM_SPECIMEN in vs and vs.concept_match(concept, [NON_SERUM_SPECIMEN]) == "code"
-    )
-    return name, non_serum
+    texts: list[str | None] = []
+    name = None
+    ionized = kind == m.IONIZED_MG
+    words = table.knowledge.specimen_words
+    if ref is not None:
+        spec = index.resolve(ref, obs)
+        concept = concept_of(get_dict(spec, "type")) if spec is not None else m.Concept()
+        display = get_str(ref, "display")
+        name = concept.text or next((c.display or c.code for c in concept.codings), None) or display
+        if kind not in _MG_KINDS:
+            return name, None
+        vs = table.knowledge.valuesets
+        sets = words.sets(ionized=ionized)
+        if concept.codings and sets and vs.concept_match(concept, sets) == "code":
+            return name, name
+        texts += [concept.text, display]
+        texts += [t for c in concept.codings for t in (c.display, c.code)]
+    elif kind not in _MG_KINDS:
+        return None, None
+    code = get_dict(obs, "code")
+    if code is not None:
+        texts.append(get_str(code, "text"))
+        texts += [d for _, _, d in coding_fields(code)]
+    return name, words.find(texts, ionized=ionized)
 
 
 def _time(obs: JsonDict, tz: tzinfo) -> tuple[datetime | None, str, frozenset[str], bool]:
@@ -268,16 +292,19 @@ def read_observation(
     # what was sent instead of a number is read here, before the checks below (it may raise)
     non_numeric = _non_numeric_text(obs) if value is None else None
 
+    specimen, not_serum = _specimen(obs, index, table, kind) if kind else (None, None)
+    if not_serum is not None:
+        not_serum = not_serum[:40]
+
     def excluded(code: str, reason: str) -> m.Excluded:
         sent = f"{comparator or ''}{value:g}" if value is not None else non_numeric
         unit = units_sent[0] if units_sent else None
-        return m.Excluded(name, code, reason, shown_kind, sent, unit, time)
+        return m.Excluded(name, code, reason, shown_kind, sent, unit, time, not_serum)
 
     if kind is None:
         return excluded(m.NON_SERUM, f"magnesium not measured in serum/plasma ({set_id})")
-    specimen, non_serum = _specimen(obs, index, table)
-    if non_serum and qname == "magnesium":
-        return excluded(m.NON_SERUM, f"specimen is not serum/plasma ({specimen})")
+    if not_serum is not None:
+        return excluded(m.SPECIMEN_NOT_SERUM, f"not serum or plasma: {not_serum}")
     status = get_str(obs, "status") or "unknown"
     if status not in FINAL_STATUSES:
         return excluded(m.NOT_FINAL, f"status is {status}, not final")

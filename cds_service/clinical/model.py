@@ -24,14 +24,15 @@ UNIT_UNCERTAIN = "unit-uncertain"
 UNKNOWN_UNIT = "unknown-unit"
 IMPLAUSIBLE = "implausible"
 NON_NUMERIC = "non-numeric"
-NON_SERUM = "non-serum"
+NON_SERUM = "non-serum"  # coded as red cell, urine, body fluid or whole blood: ignored
+SPECIMEN_NOT_SERUM = "specimen-not-serum"  # a serum/ionized code whose specimen says otherwise
 NOT_FINAL = "status"
 NO_TIME = "no-time"
 BAD_RESOURCE = "bad-resource"
 OTHER_PATIENT = "other-patient"
 
 # Reasons that produce the mg-data-quality card (evidence.md §1).
-DATA_QUALITY_REASONS = frozenset({UNIT_UNCERTAIN, IMPLAUSIBLE, NON_NUMERIC})
+DATA_QUALITY_REASONS = frozenset({UNIT_UNCERTAIN, IMPLAUSIBLE, NON_NUMERIC, SPECIMEN_NOT_SERUM})
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,7 @@ class Excluded:
     value_text: str | None = None
     unit: str | None = None
     time: datetime | None = None
+    specimen: str | None = None  # for specimen-not-serum: the text that says so, as sent
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cds_service.clinical.fhir_common import BadResource, JsonDict
+from cds_service.clinical.fhir_common import BadResource, JsonDict, ResourceIndex
 from cds_service.clinical.fhir_labs import lab_table
 from cds_service.config import Settings
 from cds_service.events.advise import Policy, Trigger, advise
@@ -35,6 +35,7 @@ from cds_service.events.fhir_snapshot import (
     fetch_context,
     merged_snapshot,
     orderers,
+    specimens,
 )
 from cds_service.events.outbound_queue import withdraw
 from cds_service.events.patients import Hasher
@@ -57,6 +58,7 @@ class Transient(Exception):
 class _Work:
     observations: dict[str, JsonDict] = field(default_factory=dict)
     orderers: dict[str, str] = field(default_factory=dict)
+    specimens: list[JsonDict] = field(default_factory=list)
     contexts: dict[str, FhirContext] = field(default_factory=dict)
     ignored: int = 0
 
@@ -148,11 +150,16 @@ class FhirEvents:
                 self._add(work, res)
         if client is not None:
             work.orderers = orderers(client, work.observations)
+            try:
+                work.specimens = specimens(client, list(work.observations.values()), set())
+            except BadResource:  # an unreadable Observation is skipped when it is stored
+                work.specimens = []
         for pid in {_subject(o) for o in work.observations.values()} - {None}:
             assert pid is not None
             if client is None:
                 ctx = FhirContext(missing={"patient", "encounter", "conditions", "procedures",
-                                           "medications", "labs"})  # fmt: skip
+                                           "service-requests", "medications", "administrations",
+                                           "labs"})  # fmt: skip
             else:
                 ctx = fetch_context(client, pid, self.knowledge)
             work.contexts[pid] = ctx
@@ -188,12 +195,16 @@ class FhirEvents:
         table = lab_table(self.knowledge)
         patient = fhir_patient(session, pid, ctx.patient, self.hasher, now)
         stored, history = FhirStored(), FhirStored()
+        index = ResourceIndex()  # the Specimens the results name (the specimen decides)
+        for specimen in [*work.specimens, *ctx.specimens]:
+            if isinstance(specimen.get("id"), str):
+                index.add(specimen, None)
         for key, obs in work.observations.items():
             if _subject(obs) == pid:
                 store_observation(session, obs, patient, table, self.tz, now, stored,
-                                  work.orderers.get(key, ""))  # fmt: skip
+                                  work.orderers.get(key, ""), index)  # fmt: skip
         for obs in ctx.labs:
-            store_observation(session, obs, patient, table, self.tz, now, history)
+            store_observation(session, obs, patient, table, self.tz, now, history, index=index)
         pulled = withdraw(session, [*stored.withdrawn, *history.withdrawn], now)
         done["results"] += len(stored.new)
         done["withdrawn"] += len(pulled)

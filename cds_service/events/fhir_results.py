@@ -92,6 +92,7 @@ def _row(
             result.reason_code,
             result.reason,
         )
+        row.specimen = result.specimen
     return row
 
 
@@ -119,8 +120,12 @@ def store_observation(
     now: datetime,
     out: FhirStored,
     orderer: str = "",
+    index: ResourceIndex | None = None,
 ) -> None:
-    """Store one Observation version (see the module docstring); ``out`` collects the effect."""
+    """Store one Observation version (see the module docstring); ``out`` collects the effect.
+
+    ``index``: resources its references may point at (the Specimens read with it).
+    """
     rid = get_str(obs, "id")
     if not rid:
         return
@@ -132,7 +137,8 @@ def store_observation(
         return
     old = session.get(LabResultRow, link.lab_result_id) if link and link.lab_result_id else None
     status = get_str(obs, "status") or "unknown"
-    result = None if status in RETRACTED else read_observation(obs, table, ResourceIndex(), tz)
+    index = index if index is not None else ResourceIndex()
+    result = None if status in RETRACTED else read_observation(obs, table, index, tz)
     new: LabResultRow | None = None
     if result is not None:
         new = _row(result, obs, patient.id, now)

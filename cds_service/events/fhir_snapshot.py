@@ -1,9 +1,11 @@
 """Context for a FHIR-triggered evaluation: look-ups on ``CDS_FHIR_BASE``, merged with the store.
 
-Lab results always come from the store (FHIR lab history is stored first, so advice keys
-on stored result ids exactly as for HL7 v2); the Patient, Encounters (with Locations),
-Conditions, Procedures and MedicationRequests come from the server. A look-up that fails
-is named in the snapshot's ``missing`` and the evaluation goes on without it.
+Lab results always come from the store (FHIR lab history is stored first, with the
+Specimens it references, so advice keys on stored result ids exactly as for HL7 v2); the
+Patient, Encounters (with Locations, read when not included), Conditions, Procedures,
+active ServiceRequests (planned procedures), MedicationRequests and MedicationAdministrations
+come from the server. A look-up that fails is named in the snapshot's ``missing`` and the
+evaluation goes on without it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ TRIGGER_SETS = ("serum-magnesium-mass", "serum-magnesium-moles", "ionized-magnes
                 "creatinine", "albumin")  # fmt: skip
 HISTORY_SETS = (*TRIGGER_SETS, "egfr", "body-weight")
 MAX_LOCATIONS = 10
+MAX_SPECIMENS = 10
 MAX_ORDER_READS = 20
 
 
@@ -60,6 +63,7 @@ class FhirContext:
 
     patient: JsonDict | None = None
     labs: list[JsonDict] = field(default_factory=list)
+    specimens: list[JsonDict] = field(default_factory=list)
     context: list[JsonDict] = field(default_factory=list)
     missing: set[str] = field(default_factory=set)
 
@@ -68,11 +72,14 @@ def _queries(pid: str, knowledge: Knowledge) -> dict[str, str]:
     return {
         "patient": f"Patient/{pid}",
         "labs": f"Observation?patient={pid}&code={codes_param(knowledge, HISTORY_SETS)}"
-        "&_sort=-date&_count=200",
+        "&_sort=-date&_count=200&_include=Observation:specimen",
         "encounter": f"Encounter?patient={pid}&_include=Encounter:location&_count=50",
         "conditions": f"Condition?patient={pid}&_count=200",
         "procedures": f"Procedure?patient={pid}&_count=100",
+        "service-requests": f"ServiceRequest?patient={pid}&status=active&_count=100",
         "medications": f"MedicationRequest?patient={pid}&_count=200",
+        "administrations": f"MedicationAdministration?patient={pid}"
+        "&_sort=-effective-time&_count=100",
     }
 
 
@@ -80,6 +87,17 @@ def _resources(answer: JsonDict) -> list[JsonDict]:
     if answer.get("resourceType") != "Bundle":
         return [answer]
     return [r for e in get_dicts(answer, "entry") if (r := get_dict(e, "resource")) is not None]
+
+
+def _reads(client: FhirClient, keys: list[str], limit: int) -> list[JsonDict]:
+    """Read up to ``limit`` resources by ``Type/id``; those that fail are left out."""
+    found = []
+    for key in keys[:limit]:
+        try:
+            found.append(client.get(key))
+        except FhirUnavailable:
+            continue
+    return found
 
 
 def _locations(client: FhirClient, encounters: list[JsonDict], have: set[str]) -> list[JsonDict]:
@@ -90,13 +108,17 @@ def _locations(client: FhirClient, encounters: list[JsonDict], have: set[str]) -
             key = local_ref(get_str(get_dict(item, "location") or {}, "reference"))
             if key and key.startswith("Location/") and key not in have and key not in wanted:
                 wanted.append(key)
-    found = []
-    for key in wanted[:MAX_LOCATIONS]:
-        try:
-            found.append(client.get(key))
-        except FhirUnavailable:
-            continue
-    return found
+    return _reads(client, wanted, MAX_LOCATIONS)
+
+
+def specimens(client: FhirClient, observations: list[JsonDict], have: set[str]) -> list[JsonDict]:
+    """Specimens the Observations name by reference that are not held (newest first, a few)."""
+    wanted: list[str] = []
+    for obs in observations:
+        key = local_ref(get_str(get_dict(obs, "specimen") or {}, "reference"))
+        if key and key.startswith("Specimen/") and key not in have and key not in wanted:
+            wanted.append(key)
+    return _reads(client, wanted, MAX_SPECIMENS)
 
 
 def fetch_context(client: FhirClient, pid: str, knowledge: Knowledge) -> FhirContext:
@@ -118,6 +140,7 @@ def fetch_context(client: FhirClient, pid: str, knowledge: Knowledge) -> FhirCon
                 )
             elif key == "labs":
                 out.labs = [r for r in found if r.get("resourceType") == "Observation"]
+                out.specimens = [r for r in found if r.get("resourceType") == "Specimen"]
             else:
                 out.context.extend(found)
     encounters = [r for r in out.context if r.get("resourceType") == "Encounter"]
@@ -126,6 +149,11 @@ def fetch_context(client: FhirClient, pid: str, knowledge: Knowledge) -> FhirCon
         out.context.extend(_locations(client, encounters, have))
     except BadResource:  # an unreadable Encounter: its Locations stay unknown
         out.missing.add("locations")
+    held = {f"Specimen/{r.get('id')}" for r in out.specimens}
+    try:
+        out.specimens.extend(specimens(client, out.labs, held))
+    except BadResource:  # an unreadable Observation: it is skipped when stored
+        out.missing.add("specimens")
     return out
 
 

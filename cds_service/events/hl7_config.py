@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import codecs
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,9 @@ class Hl7Maps:
     charsets: dict[str, str]
     patient_identifier_types: tuple[str, ...]
     errors: dict[str, str]
+    administrations: frozenset[str] = frozenset()
+    administration_status: dict[str, str] = field(default_factory=dict)
+    administration_status_missing: str = "completed"
 
     def system_uri(self, name: str) -> str:
         """The FHIR URI of an HL7 coding-system name (the name itself when unknown)."""
@@ -124,6 +127,11 @@ def build_maps(data: Any, path: Path) -> Hl7Maps:
         charsets=_charsets(data, path),
         patient_identifier_types=tuple(_need(data, "patient_identifier_types", path, list)),
         errors=errors,
+        administrations=frozenset(_need(data, "administrations", path, list)),
+        administration_status={
+            k.upper(): v for k, v in _str_map(data, "administration_status", path).items()
+        },
+        administration_status_missing=_need(data, "administration_status_missing", path, str),
     )
 
 

@@ -93,13 +93,12 @@ def demographics(pid: Seg, maps: Hl7Maps) -> Demographics | None:
 
 
 def visit(pv1: Seg, maps: Hl7Maps, knowledge: Knowledge, tz: tzinfo) -> Visit:
-    """PV1-2 class (through the encounter value sets), PV1-3 unit, PV1-19, PV1-44, PV1-45."""
+    """PV1-2 class (encounter value sets), PV1-3 unit (ICU by name), PV1-19, PV1-44, PV1-45."""
     code = pv1.comp(2, 1).upper()
     enc = {"class": {"system": maps.patient_class_system, "code": code}} if code else {}
     klass = encounter_class(enc, knowledge)
     unit, description = pv1.comp(3, 1), pv1.comp(3, 9)
-    units = knowledge.site.icu_units
-    is_icu = bool((unit and unit in units) or (description and description in units))
+    is_icu = knowledge.icu_names.match(unit, description) is not None
     return Visit(
         klass=klass,
         class_code=code,

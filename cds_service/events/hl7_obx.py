@@ -1,7 +1,8 @@
 """OBX segments of interest → normalised results, through the FHIR reader's own rules.
 
 An OBX is rewritten as the Observation it stands for (code, status, valueQuantity with
-comparator and unit, effective time) and read by ``clinical.fhir_labs.read_observation``:
+comparator and unit, effective time, and its order's specimen, SPM-4 or OBR-15, as a
+contained Specimen) and read by ``clinical.fhir_labs.read_observation``:
 units, conversions, plausibility, status and comparators follow exactly one set of
 rules (evidence.md §1) whichever channel a result came by.
 """
@@ -16,6 +17,7 @@ from cds_service.clinical import model as m
 from cds_service.clinical.fhir_common import ResourceIndex
 from cds_service.clinical.fhir_labs import LabTable, classify_codings, read_observation
 from cds_service.events.hl7_config import Hl7Maps
+from cds_service.events.hl7_er7 import component_of
 from cds_service.events.hl7_parse import Seg
 from cds_service.events.hl7_scan import obx_codings
 from cds_service.events.hl7_values import parse_nm, parse_sn, ts_to_iso
@@ -73,6 +75,27 @@ def _value(seg: Seg, maps: Hl7Maps, loc: str) -> tuple[dict[str, Any], Issue | N
     return ({"valueString": text[:64]} if text else {}), None
 
 
+def specimen_of(spm: Seg | None, obr: Seg | None, maps: Hl7Maps) -> dict[str, Any] | None:
+    """The order's specimen as a FHIR Specimen: SPM-4 (v2.5+), else OBR-15.1 (v2.3-2.4).
+
+    SPM-4 is a CWE (code^text^system); OBR-15.1 a CE in subcomponents (code&text&system) or
+    plain text. The text is kept as ``type.text`` and matched against the not-serum words.
+    """
+    if spm is not None and spm.comp(4, 1) + spm.comp(4, 2):
+        code, text, system = spm.comp(4, 1), spm.comp(4, 2), spm.comp(4, 3)
+    elif obr is not None and obr.field(15):
+        first = component_of(obr.field(15), 1, obr.seps)
+        code, text, system = (obr.sub(first, n) for n in (1, 2, 3))
+    else:
+        return None
+    kind: dict[str, Any] = {}
+    if code and system:
+        kind["coding"] = [{"system": maps.system_uri(system), "code": code}]
+    if text or code:
+        kind["text"] = text or code
+    return {"resourceType": "Specimen", "id": "spm", "type": kind} if kind else None
+
+
 def read_obx(
     seg: Seg,
     obr: Seg | None,
@@ -80,8 +103,13 @@ def read_obx(
     maps: Hl7Maps,
     table: LabTable,
     tz: tzinfo,
+    specimen: dict[str, Any] | None = None,
 ) -> ObxRecord | None:
-    """One OBX as an ObxRecord (None when its OBX-3 is not of interest after all)."""
+    """One OBX as an ObxRecord (None when its OBX-3 is not of interest after all).
+
+    ``specimen``: the order's Specimen (``specimen_of``): it decides whether a serum
+    magnesium code really is a serum result (evidence.md §1).
+    """
     codings = obx_codings(seg.field(3), seg.seps, maps)
     found = classify_codings(codings, table)
     if found is None:
@@ -118,6 +146,8 @@ def read_obx(
     reference = seg.comp(7, 1)
     if reference:
         obs["referenceRange"] = [{"text": reference[:64]}]
+    if specimen is not None:
+        obs["contained"], obs["specimen"] = [specimen], {"reference": f"#{specimen['id']}"}
     result = read_observation(obs, table, ResourceIndex(), tz)
     if result is None:  # pragma: no cover - classified above
         return None

@@ -1,7 +1,7 @@
 """Segment parsing with ``hl7apy`` (the product's named parser) into plain field lists.
 
-Only the segments the store reads are parsed (EVN, PID, PV1, ORC, OBR, the OBX of
-interest, DG1, PR1, MRG; MSH is read by ``hl7_er7``), and of those only the fields it
+Only the segments the store reads are parsed (EVN, PID, PV1, ORC, OBR, SPM, the OBX and
+RXA of interest, DG1, PR1, MRG; MSH is read by ``hl7_er7``), and of those only the fields it
 reads; the rest are skipped, so a Z-segment or a segment of a later version (PRT)
 never fails a message. Segments are parsed one by one in the
 order sent and grouped by position (an OBX belongs to the OBR before it), which works
@@ -26,13 +26,19 @@ FIELDS: dict[str, frozenset[int]] = {
     "PID": frozenset({3, 7, 8}),
     "PV1": frozenset({2, 3, 19, 44, 45}),
     "ORC": frozenset({12}),
-    "OBR": frozenset({7, 16}),
+    "OBR": frozenset({7, 15, 16}),
     "OBX": frozenset({1, 2, 3, 5, 6, 7, 8, 11, 14}),
+    "SPM": frozenset({4}),
+    "RXA": frozenset({3, 4, 5, 6, 7, 20, 21}),
     "DG1": frozenset({3, 5, 6}),
     "PR1": frozenset({3, 5}),
     "MRG": frozenset({1}),
 }
-CONTEXT_SEGMENTS = frozenset(FIELDS) - {"OBX"}
+CONTEXT_SEGMENTS = frozenset(FIELDS) - {"OBX", "RXA"}
+#: segments read only at the positions the cheap scan found of interest
+ITEM_SEGMENTS = frozenset({"OBX", "RXA"})
+#: segments newer than some versions we take: parsed with 2.5.1 in an older message
+SINCE_2_5 = frozenset({"SPM"})
 
 
 class SegmentError(ValueError):
@@ -116,7 +122,7 @@ def parse_one(text: str, index: int, msh: Msh, version: str) -> Seg:
 
 
 def parse_segments(segments: list[str], msh: Msh, wanted: set[int]) -> list[Seg]:
-    """Parse the context segments and the OBX at the ``wanted`` positions, in message order.
+    """Parse the context segments and the OBX/RXA at the ``wanted`` positions, in message order.
 
     :raises SegmentError: a needed segment hl7apy rejects.
     """
@@ -124,6 +130,7 @@ def parse_segments(segments: list[str], msh: Msh, wanted: set[int]) -> list[Seg]
     out = []
     for i, text in enumerate(segments):
         name = text[:3]
-        if name in CONTEXT_SEGMENTS or (name == "OBX" and i in wanted):
-            out.append(parse_one(text, i, msh, version))
+        if name in CONTEXT_SEGMENTS or (name in ITEM_SEGMENTS and i in wanted):
+            newer = name in SINCE_2_5 and version < "2.5"
+            out.append(parse_one(text, i, msh, FALLBACK_VERSION if newer else version))
     return out

@@ -1,15 +1,17 @@
-"""The cheap scan: is a message of interest? MSH-9 and OBX-3 by ``str.split``, no full parse."""
+"""The cheap scan: is a message of interest? MSH-9, OBX-3 and RXA-5 by ``str.split``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cds_service.clinical.fhir_labs import LabTable, classify_codings
-from cds_service.clinical.model import Coding
+from cds_service.clinical.model import Coding, Concept
 from cds_service.events.hl7_config import Hl7Maps
 from cds_service.events.hl7_er7 import Msh, Separators, component_of, unescape
 
 ORU = "oru"
+RAS = "ras"
 ADT = "adt"
 IGNORE = "ignore"
 UNSUPPORTED = "unsupported"
@@ -23,6 +25,7 @@ class Interest:
     event: str = ""
     error_key: str = ""
     obx: tuple[int, ...] = ()  # indexes (in the segment list) of OBX segments of interest
+    rxa: tuple[int, ...] = ()  # indexes of RXA segments (medications given) of interest
 
 
 def obx_codings(obx3: str, seps: Separators, maps: Hl7Maps) -> tuple[Coding, ...]:
@@ -37,23 +40,50 @@ def obx_codings(obx3: str, seps: Separators, maps: Hl7Maps) -> tuple[Coding, ...
     return tuple(out)
 
 
+def rxa_concept(rxa5: str, seps: Separators, maps: Hl7Maps) -> Concept:
+    """The medication of RXA-5 (CE/CWE, like OBX-3): its codings and the first text."""
+    codings = obx_codings(rxa5, seps, maps)
+    return Concept(
+        tuple(c for c in codings if c.system), next((c.display for c in codings if c.display), None)
+    )
+
+
+def _items(
+    segments: list[str], name: str, field: int, msh: Msh, of_interest: Callable[[str], bool]
+) -> tuple[int, ...]:
+    """Positions of the ``name`` segments whose field ``field`` is of interest."""
+    fs = msh.seps.field
+    found = []
+    for i, seg in enumerate(segments):
+        if not seg.startswith(name + fs):
+            continue
+        fields = seg.split(fs, field + 1)
+        if len(fields) > field and of_interest(fields[field]):
+            found.append(i)
+    return tuple(found)
+
+
 def scan(segments: list[str], msh: Msh, maps: Hl7Maps, table: LabTable) -> Interest:
-    """Classify a message: ORU with results of interest, an ADT event we handle, or neither."""
+    """Classify a message: results or administrations of interest, an ADT event, or neither."""
     code, _, trigger = msh.message_type.partition("^")
     if code == "ADT":
         action = maps.adt_events.get(trigger)
         return Interest(ADT, trigger) if action else Interest(IGNORE, trigger)
-    if f"{code}^{trigger}" not in maps.results:
-        key = "unsupported_event" if code == "ORU" else "unsupported_message"
+    kind = f"{code}^{trigger}"
+    if kind not in maps.results and kind not in maps.administrations:
+        key = "unsupported_event" if code in ("ORU", "RAS") else "unsupported_message"
         return Interest(UNSUPPORTED, trigger, key)
-    fs = msh.seps.field
-    found = []
-    for i, seg in enumerate(segments):
-        if not seg.startswith("OBX" + fs):
-            continue
-        fields = seg.split(fs, 4)
-        if len(fields) < 4:
-            continue
-        if classify_codings(obx_codings(fields[3], msh.seps, maps), table) is not None:
-            found.append(i)
-    return Interest(ORU if found else IGNORE, trigger, obx=tuple(found))
+    valuesets = table.knowledge.valuesets
+
+    def lab(obx3: str) -> bool:
+        return classify_codings(obx_codings(obx3, msh.seps, maps), table) is not None
+
+    def given(rxa5: str) -> bool:
+        found = valuesets.membership(rxa_concept(rxa5, msh.seps, maps))
+        return bool(found.code or found.text)
+
+    obx = _items(segments, "OBX", 3, msh, lab) if kind in maps.results else ()
+    rxa = _items(segments, "RXA", 5, msh, given)
+    if not obx and not rxa:
+        return Interest(IGNORE, trigger)
+    return Interest(ORU if kind in maps.results else RAS, trigger, obx=obx, rxa=rxa)

@@ -161,10 +161,9 @@ class Ingestor:
                     session.flush()
                 except IntegrityError:
                     raise _Duplicate() from None
-                if interest.kind == S.ORU:
-                    done = apply_oru(
-                        session, segments, msg.msh, interest.obx, row, msg.arrival, deps
-                    )
+                if interest.kind in (S.ORU, S.RAS):
+                    wanted = (*interest.obx, *interest.rxa)
+                    done = apply_oru(session, segments, msg.msh, wanted, row, msg.arrival, deps)
                 else:
                     action = deps.maps.adt_events[interest.event]
                     done = apply_adt(session, segments, msg.msh, action, row, msg.arrival, deps)

@@ -14,6 +14,7 @@ from cds_service.clinical import model as m
 from cds_service.events.hl7_context import Demographics, PatientId
 from cds_service.events.hl7_obx import ObxRecord
 from cds_service.store.events_models import (
+    AdministrationRow,
     AdviceIssued,
     DiagnosisRow,
     EncounterRow,
@@ -31,6 +32,7 @@ MERGED_TABLES = (
     IcuStayRow,
     DiagnosisRow,
     ProcedureRow,
+    AdministrationRow,
     AdviceIssued,
     Hl7Message,
 )
@@ -137,6 +139,7 @@ def _row(rec: ObxRecord, patient_id: int, message_id: int, now: datetime) -> Lab
         row.kind, row.usable, row.time = (r.kind or rec.value_set)[:40], False, r.time
         row.original_text = (r.value_text or "")[:255]
         row.original_unit, row.reason_code, row.reason = r.unit, r.reason_code, r.reason
+        row.specimen = r.specimen
     return row
 
 

@@ -1,4 +1,5 @@
-"""Apply one ORU^R01 or ADT message of interest to the store, then evaluate (one transaction)."""
+"""Apply one ORU^R01, RAS^O17 or ADT message of interest to the store, then evaluate (one
+transaction)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from cds_service.clinical import model as m
 from cds_service.clinical.fhir_labs import LabTable
+from cds_service.events.administrations import store_administration
 from cds_service.events.advise import Evaluation, Policy, Trigger, advise
 from cds_service.events.encounters import add_diagnosis, add_procedure, apply_visit
 from cds_service.events.hl7_config import Hl7Maps
@@ -21,8 +23,9 @@ from cds_service.events.hl7_context import (
     visit,
 )
 from cds_service.events.hl7_er7 import Msh
-from cds_service.events.hl7_obx import Issue, read_obx
+from cds_service.events.hl7_obx import Issue, read_obx, specimen_of
 from cds_service.events.hl7_parse import Seg, parse_segments
+from cds_service.events.hl7_rxa import read_rxa
 from cds_service.events.outbound_queue import withdraw
 from cds_service.events.patients import (
     Hasher,
@@ -96,6 +99,18 @@ def _evaluate(
     out.evaluations.append(advise(session, deps.knowledge, patient, trigger, arrival, deps.policy))
 
 
+def _specimens(segs: list[Seg]) -> dict[int, Seg]:
+    """The SPM of each order (OBR position -> SPM): it follows the order's OBX segments."""
+    found: dict[int, Seg] = {}
+    obr: Seg | None = None
+    for seg in segs:
+        if seg.name in ("PID", "OBR"):
+            obr = seg if seg.name == "OBR" else None
+        elif seg.name == "SPM" and obr is not None and obr.index not in found:
+            found[obr.index] = seg
+    return found
+
+
 def apply_oru(
     session: Session,
     segments: list[str],
@@ -105,12 +120,18 @@ def apply_oru(
     arrival: datetime,
     deps: Deps,
 ) -> Applied:
-    """Store the results of interest (with corrections), the PV1 context, then evaluate."""
+    """Store the results and medications given of interest, the PV1 context, then evaluate.
+
+    ORU^R01 (results, with corrections; an RXA in it too) and RAS^O17 (RXA only): a result
+    triggers an evaluation, a dose given does not (it only changes later evaluations).
+    """
     out = Applied()
     groups: dict[int, tuple[Patient, StoredResults, list[Seg]]] = {}
     patient: Patient | None = None
     obr = orc = None
-    for seg in parse_segments(segments, msh, set(wanted)):
+    segs = parse_segments(segments, msh, set(wanted))
+    spm = _specimens(segs)
+    for seg in segs:
         if seg.name == "PID":
             patient, obr, orc = _patient(session, seg, deps, arrival), None, None
             groups.setdefault(patient.id, (patient, StoredResults(), []))
@@ -120,12 +141,22 @@ def apply_oru(
             orc = seg
         elif seg.name == "OBR":
             obr = seg
-        elif seg.name == "OBX":
+        elif seg.name in ("OBX", "RXA"):
             if patient is None:
                 raise Reject(
-                    Issue("segment_sequence", f"OBX^{seg.index + 1}", "OBX before any PID")
+                    Issue(
+                        "segment_sequence",
+                        f"{seg.name}^{seg.index + 1}",
+                        f"{seg.name} before any PID",
+                    )
                 )
-            rec = read_obx(seg, obr, orc, deps.maps, deps.table, deps.tz)
+            if seg.name == "RXA":
+                given = read_rxa(seg, deps.maps, deps.tz)
+                if given is not None:
+                    store_administration(session, given, patient.id, row.id, arrival)
+                continue
+            specimen = specimen_of(spm.get(obr.index) if obr else None, obr, deps.maps)
+            rec = read_obx(seg, obr, orc, deps.maps, deps.table, deps.tz, specimen)
             if rec is not None:
                 if rec.issue is not None:
                     out.issues.append(rec.issue)

@@ -1,7 +1,8 @@
 """Retention (``CDS_RETENTION_DAYS``): delete event-side rows older than the period.
 
-Results go by their clinical time (a result older than the period is outside every
-window the rules use, the 365-day creatinine baseline included), messages by arrival,
+Results and medications given go by their clinical time (a result older than the period
+is outside every window the rules use, the 365-day creatinine baseline included), messages
+by arrival,
 advice (and its deliveries) by creation, encounters and ICU stays once ended (or, never
 closed, last updated) before the cutoff. Diagnoses and procedures stay (chronic
 conditions keep mattering); references to deleted rows are cleared first, so foreign
@@ -16,6 +17,7 @@ from sqlalchemy import Delete, Engine, and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from cds_service.store.events_models import (
+    AdministrationRow,
     AdviceIssued,
     DiagnosisRow,
     EncounterRow,
@@ -64,7 +66,11 @@ def purge_events(engine: Engine, days: int, now: datetime | None = None) -> dict
             .values(superseded_by=None)
         )
         run("lab_result", delete(LabResultRow).where(LabResultRow.id.in_(old_results)))
-        for model in (LabResultRow, AdviceIssued):
+        run(
+            "medication_administration",
+            delete(AdministrationRow).where(AdministrationRow.time < cutoff),
+        )
+        for model in (LabResultRow, AdviceIssued, AdministrationRow):
             session.execute(
                 update(model).where(model.message_id.in_(old_messages)).values(message_id=None)
             )

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from cds_service.clinical import model as m
 from cds_service.clinical.fhir_assemble import Parts, freeze
 from cds_service.clinical.numbers import Reported
+from cds_service.events.administrations import given_since
 from cds_service.store.events_models import (
     DiagnosisRow,
     EncounterRow,
@@ -47,6 +48,7 @@ def _lab(row: LabResultRow) -> m.LabResult | m.Excluded:
             row.original_text or None,
             row.original_unit,
             row.time,
+            row.specimen,
         )
     return m.LabResult(
         id=name,
@@ -83,7 +85,8 @@ def _until(end: datetime | None, now: datetime) -> datetime | None:
 
 
 def build_snapshot(session: Session, patient: Patient, now: datetime) -> m.ClinicalSnapshot:
-    """The snapshot at ``now``: results of the last 400 days, encounters, ICU stays, DG1, PR1."""
+    """The snapshot at ``now``: results of the last 400 days, encounters, ICU stays, DG1, PR1,
+    and the medications given (RXA) in that time."""
     pid, since = patient.id, now - HISTORY
     parts = Parts(birth=patient.birth_date.isoformat() if patient.birth_date else None)
     parts.sex = patient.sex
@@ -139,4 +142,5 @@ def build_snapshot(session: Session, patient: Patient, now: datetime) -> m.Clini
         parts.procedures.append(
             m.Procedure(f"hl7-px-{px.id}", concept, "completed", px.start, px.end)
         )
+    parts.medications.extend(given_since(session, pid, since, now))
     return freeze(parts, patient.id_value, None, now, ())

@@ -17,6 +17,10 @@ For every template key of the service:
   answered 404/410 is no data (``None``); any other failure, or the deadline, is unobtainable.
 - a template whose token the context cannot fill (e.g. no ``encounterId``): ``None``
   (unobtainable if the key is required).
+- then, Locations and Specimens that the resources name by reference but the request does
+  not hold (an EHR that ignores ``_include``) are read from the same ``fhirServer`` under the
+  same deadline and added as include entries (``prefetch_refs``); unreadable ones are listed
+  as ``locations`` / ``specimens`` in ``PrefetchOutcome.missing``.
 
 Keys the request sends that are not templates are ignored. Unobtainable required keys
 raise ``PrefetchRequired`` (HTTP 412 at the edge), before any fetch when already known;
@@ -32,12 +36,14 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import requests
 
 from cds_service.config import Settings
 from cds_service.hooks.fhir_client import FhirClient, FhirUnavailable, allowlisted, new_session
+from cds_service.hooks.prefetch_refs import follow_references
 from cds_service.hooks.prefetch_tokens import render, token_values
 
 log = logging.getLogger(__name__)
@@ -161,6 +167,17 @@ def _raise_if_required(service: PrefetchService, unobtainable: dict[str, str]) -
         raise PrefetchRequired(keys, reason)
 
 
+def _context_results(context: Any) -> list[dict[str, Any]]:
+    """The resources of ``context.results`` (result-review), whose specimens are followed too."""
+    results = context.get("results") if isinstance(context, dict) else None
+    entries = results.get("entry") if isinstance(results, dict) else None
+    return [
+        e["resource"]
+        for e in (entries if isinstance(entries, list) else ())
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict)
+    ]
+
+
 def default_session() -> requests.Session:
     """The process-wide retrying session used when the caller passes none."""
     global _SESSION  # noqa: PLW0603 - one lazily built session per process
@@ -202,15 +219,17 @@ def resolve_prefetch(
             todo[key] = url
         elif key in service.required_prefetch:
             unobtainable[key] = "context lacks a prefetch token"
-    base, token, why_not = _server(request, settings) if todo else (None, None, "")
+    base, token, why_not = _server(request, settings)
     if todo and base is None:
         unobtainable.update(dict.fromkeys(todo, why_not))
         todo = {}
     _raise_if_required(service, unobtainable)
     fetched: list[str] = []
-    if todo and base is not None:
+    client = None
+    if base is not None:
         deadline = started + settings.fhir_deadline_ms / 1000
         client = FhirClient(base, session or default_session(), token=token, deadline=deadline)
+    if todo and client is not None:
         for key, (raw, failure) in _fetch_all(client, todo).items():
             if failure is not None:
                 unobtainable[key] = failure
@@ -223,13 +242,21 @@ def resolve_prefetch(
             else:
                 fetched.append(key)
         _raise_if_required(service, unobtainable)
-    missing = [k for k in service.prefetch if k in unobtainable]
+    followed = follow_references(
+        result,
+        service.prefetch,
+        _context_results(context),
+        None if client is None else partial(_fetch_all, client),
+    )
+    result, bad = followed.prefetch, bad + followed.bad_resources
+    missing = [k for k in service.prefetch if k in unobtainable] + followed.missing
     for key in missing:
-        log.info("optional prefetch %s unobtainable: %s", key, unobtainable[key])
+        log.info("optional prefetch %s unobtainable: %s", key, unobtainable.get(key, "not read"))
     log.debug(
-        "prefetch resolved in %.0f ms: fetched=%s missing=%s bad=%d",
+        "prefetch resolved in %.0f ms: fetched=%s references read=%d missing=%s bad=%d",
         (time.monotonic() - started) * 1000,
         fetched,
+        followed.reads,
         missing,
         bad,
     )

@@ -434,6 +434,10 @@ class FindingValues(Mapping[str, str]):
             return None
         return self.r.fill(self.r.t["common"]["no_dose_reasons"][code], self)
 
+    def p_specimen(self) -> str | None:
+        ex = self.c.excluded
+        return ex.specimen if ex is not None else None
+
     def p_result(self) -> str | None:
         ex = self.c.excluded
         if ex is None:

@@ -450,7 +450,7 @@ _register(
 
 def _eval_mg_active(params: Any, ctx: EvalContext, b: Bindings) -> Bindings | None:
     found = ctx.medication_matches(MAGNESIUM_SETS)
-    return {"magnesium_orders": found} if found else None
+    return {"medications": found} if found else None
 
 
 _register("magnesium-active-or-ordered", "magnesium active, or among the draft orders")(

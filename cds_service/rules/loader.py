@@ -20,6 +20,7 @@ from cds_service.rules.delta_params import DeltaParamsError, parse_delta_params
 from cds_service.rules.durations import parse_duration
 from cds_service.rules.load_rule import bounds, citation, fact, load_rule, named_quantity
 from cds_service.rules.load_text import EVIDENCE_TEXT_KEYS, check_gate_placeholders, load_texts
+from cds_service.rules.loader_names import load_names
 from cds_service.rules.mapfile import MappingError, need, read_mapping, read_yaml
 from cds_service.rules.measures import ANCHORS, PICKS, parse_window
 from cds_service.rules.model import (
@@ -125,6 +126,7 @@ def load_site(path: Path | None, valuesets: ValueSets) -> SiteMap:
     return SiteMap(
         lab_codes=codes,
         icu_units=frozenset(str(u) for u in data.get("icu_units") or []),
+        icu_units_removed=frozenset(str(u) for u in data.get("icu_units_removed") or []),
         disabled_rules=frozenset(data.get("disabled_rules") or []),
         indicator_overrides=dict(overrides),
         source_file=where,
@@ -331,6 +333,7 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
         egfr=egfr,
         index_event_limit=index_limit,
         administration_counts_for=given,
+        **load_names(root, site_map, valuesets),
     )
     sources = {
         "rules": {r.id: read_yaml(p) for r, p in zip(rules, paths, strict=True)},

@@ -18,6 +18,7 @@ from cds_service.clinical.model import (
     Medication,
     Procedure,
 )
+from cds_service.clinical.names import IcuNames, SpecimenWords
 from cds_service.clinical.terminology import ValueSets
 from cds_service.clinical.units import Units
 
@@ -206,6 +207,7 @@ class SiteMap:
 
     lab_codes: dict[tuple[str, str], SiteLabCode] = field(default_factory=dict)
     icu_units: frozenset[str] = frozenset()
+    icu_units_removed: frozenset[str] = frozenset()
     disabled_rules: frozenset[str] = frozenset()
     indicator_overrides: dict[str, str] = field(default_factory=dict)
     source_file: str = ""
@@ -237,6 +239,9 @@ class Knowledge:
     egfr: dict[str, Any] = field(default_factory=dict)
     index_event_limit: timedelta | None = None
     administration_counts_for: timedelta = timedelta(0)  # measures.yaml (24 h)
+    # mappings/icu-units.yaml with the site's names; mappings/specimens.yaml
+    icu_names: IcuNames = field(default_factory=IcuNames)
+    specimen_words: SpecimenWords = field(default_factory=SpecimenWords)
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id.

@@ -165,6 +165,8 @@ PLACEHOLDERS: dict[str, Placeholder] = {
         _P("reason", "why no dose or order was given, why a result was not used or is suspect",
            lambda r, k: bool(_suggestion(r)) or _delta(r, k)),
         _P("result", "the result as sent", lambda r, k: _trigger(r) == "data-quality"),
+        _P("specimen", "what says a magnesium result is not serum (its specimen or name, as sent)",
+           lambda r, k: _trigger(r) == "data-quality"),
         _P("plausible", "the plausible range of a magnesium result (units.yaml)",
            lambda r, k: _trigger(r) == "data-quality"),
         _P("reasons", "the safety conditions that hold",

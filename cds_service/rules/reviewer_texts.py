@@ -98,7 +98,26 @@ def phrases_shown(rules: Iterable[Rule]) -> set[str]:
     return found
 
 
-def check_locale(locale: str, node: Any, sets: set[str], phrases: set[str], where: str) -> None:
+def keys_needed(rules: Iterable[Rule]) -> set[str]:
+    """Reviewer keys the rules' own parameters name (a data-quality reason's words)."""
+    found: set[str] = set()
+    for rule in rules:
+        if rule.trigger is None:
+            continue
+        name, params = rule.trigger
+        if name == "data-quality":
+            found.update(f"triggers.data-quality-reasons.{r}" for r in params.get("reasons", []))
+    return found
+
+
+def check_locale(
+    locale: str,
+    node: Any,
+    sets: set[str],
+    phrases: set[str],
+    where: str,
+    needed: Iterable[str] = (),
+) -> None:
     """Check one locale's ``reviewer`` mapping.
 
     :raises ReviewerTextError: a missing key, an unknown placeholder, or a missing translation.
@@ -110,7 +129,7 @@ def check_locale(locale: str, node: Any, sets: set[str], phrases: set[str], wher
         for name in _PLACEHOLDER.findall(str(value)):
             if name not in REVIEWER_PLACEHOLDERS:
                 raise ReviewerTextError(f"{where}: reviewer.{key}: unknown placeholder {{{name}}}")
-    for key in REQUIRED_KEYS:
+    for key in (*REQUIRED_KEYS, *sorted(needed)):
         if not isinstance(flat.get(key), str):
             raise ReviewerTextError(f"{where}: missing text key reviewer.{key}")
     for group in REQUIRED_GROUPS:
@@ -141,5 +160,7 @@ def check_reviewer_texts(
     """
     sets = sets_shown(rules, gate, known_sets)
     phrases = phrases_shown(rules)
+    needed = keys_needed(rules)
     for locale, data in texts.items():
-        check_locale(locale, data.get("reviewer"), sets, phrases, str(folder / f"{locale}.yaml"))
+        where = str(folder / f"{locale}.yaml")
+        check_locale(locale, data.get("reviewer"), sets, phrases, where, needed)

@@ -31,6 +31,8 @@ KINDS = (
     "orders",
     "site",
     "text",
+    "icu-units",
+    "specimens",
 )
 
 

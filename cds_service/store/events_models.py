@@ -1,4 +1,4 @@
-"""Event-side tables (migration 0002): patients, their history, HL7 messages, advice, outbox.
+"""Event-side tables (migrations 0002, 0004): patients, history, HL7 messages, advice, outbox.
 
 Identifier values are kept only in ``patient`` (docs/decisions.md "Patient identifiers");
 every other table joins on the integer key, and logs use ``patient.id_hash``.
@@ -84,6 +84,7 @@ class LabResultRow(Base):
     reason_code: Mapped[str | None] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
     reference_range: Mapped[str | None] = mapped_column(String(128))
+    specimen: Mapped[str | None] = mapped_column(String(80))  # what said "not serum" (0004)
     abnormal_flags: Mapped[str] = mapped_column(String(64), default="")
     orderer: Mapped[str] = mapped_column(String(255), default="")
     message_id: Mapped[int | None] = mapped_column(ForeignKey("hl7_message.id"), index=True)
@@ -158,6 +159,25 @@ class ProcedureRow(Base):
     start: Mapped[datetime | None]
     end: Mapped[datetime | None]
     recorded: Mapped[datetime]
+
+
+class AdministrationRow(Base):
+    """A medication given (HL7 v2 RXA, migration 0004): code, RXA-3 time, RXA-20 status."""
+
+    __tablename__ = "medication_administration"
+    __table_args__ = (Index("ix_medication_administration_patient_time", "patient_id", "time"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    system: Mapped[str] = mapped_column(String(255))
+    code: Mapped[str] = mapped_column(String(64))
+    display: Mapped[str | None] = mapped_column(String(255))
+    time: Mapped[datetime]
+    end: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(24))
+    amount: Mapped[str] = mapped_column(String(64), default="")
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("hl7_message.id"), index=True)
+    received_at: Mapped[datetime]
 
 
 class AdviceIssued(Base):

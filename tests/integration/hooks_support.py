@@ -67,16 +67,45 @@ def condition(rid: str, value_set: str, system_part: str = "") -> dict[str, Any]
     }  # fmt: skip
 
 
+def included(bundle: dict[str, Any], *resources: dict[str, Any]) -> dict[str, Any]:
+    """The searchset with ``resources`` appended as ``_include`` matches (search.mode include)."""
+    extra = [{"fullUrl": f"https://ehr.example.org/fhir/{r['resourceType']}/{r['id']}", "resource": r,
+              "search": {"mode": "include"}} for r in resources]  # fmt: skip
+    return {**bundle, "entry": [*bundle["entry"], *extra]}
+
+
+def icu_encounter(location_id: str = "loc-micu", hours: float = 36) -> dict[str, Any]:
+    """The in-progress admission, its Location named by reference only (as EHRs send it)."""
+    return {
+        "resourceType": "Encounter", "id": "enc-1", "status": "in-progress",
+        "class": coding("encounter-inpatient", "v3-ActCode"),
+        "subject": {"reference": f"Patient/{PATIENT}"}, "period": {"start": ago(hours)},
+        "location": [{"location": {"reference": f"Location/{location_id}"}, "status": "active",
+                      "period": {"start": ago(hours)}}],
+    }  # fmt: skip
+
+
+def icu_location(location_id: str = "loc-micu", name: str = "MICU") -> dict[str, Any]:
+    """An ICU Location: v3 RoleCode ICU and a unit name."""
+    return {"resourceType": "Location", "id": location_id, "name": name,
+            "type": [{"coding": [coding("icu-location")]}]}  # fmt: skip
+
+
 def positive_control(hook: str = "patient-view") -> dict[str, Any]:
-    """Adult ICU patient, serum Mg 1.5 mg/dL, eGFR 75, creatinine 0.9, weight 70 kg."""
+    """Adult ICU patient, serum Mg 1.5 mg/dL, eGFR 75, creatinine 0.9, weight 70 kg.
+
+    Shaped as EHRs send it: no ``encounterId`` (patient-view), the in-progress encounter found
+    by the ``encounters`` search with its Location included; beside it an earlier finished
+    admission, as a server that ignores ``status=`` returns it.
+    """
+    earlier = {
+        "resourceType": "Encounter", "id": "enc-0", "status": "finished",
+        "class": coding("encounter-inpatient", "v3-ActCode"),
+        "subject": {"reference": f"Patient/{PATIENT}"}, "period": {"start": ago(24 * 60), "end": ago(24 * 55)},
+    }  # fmt: skip
     prefetch: dict[str, Any] = {
         "patient": {"resourceType": "Patient", "id": PATIENT, "gender": "female", "birthDate": "1960-04-02"},
-        "encounter": {
-            "resourceType": "Encounter", "id": "enc-1", "status": "in-progress",
-            "class": coding("encounter-inpatient", "v3-ActCode"),
-            "type": [{"coding": [coding("icu-location")]}],
-            "subject": {"reference": f"Patient/{PATIENT}"}, "period": {"start": ago(36)},
-        },
+        "encounters": included(searchset(earlier, icu_encounter()), icu_location()),
         "magnesium": searchset(observation("mg-1", "serum-magnesium-mass", 1.5, "mg/dL", 2)),
         "creatinine": searchset(observation("cr-1", "creatinine", 0.9, "mg/dL", 2)),
         "egfr": searchset(observation("egfr-1", "egfr", 75, "mL/min/{1.73_m2}", 2)),
@@ -84,9 +113,12 @@ def positive_control(hook: str = "patient-view") -> dict[str, Any]:
         "albumin": None,
         "conditions": searchset(),
         "procedures": searchset(),
+        "planned-procedures": searchset(),
+        "service-requests": searchset(),
         "medications": searchset(),
+        "administrations": searchset(),
     }  # fmt: skip
-    context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": PATIENT, "encounterId": "enc-1"}
+    context: dict[str, Any] = {"userId": "Practitioner/example", "patientId": PATIENT}
     if hook in ("order-select", "order-sign"):
         context["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": []}
     if hook == "order-select":

@@ -1,12 +1,15 @@
 """FHIR fallback through the real Flask app against a real FHIR server (Medplum in memory).
 
-Two patients are loaded with one transaction Bundle. For each of the four hooks the service is
-called (a) with the prefetch an EHR would send (each discovery template, its tokens filled,
-run against the server: key → the server's answer) and (b) with no prefetch, only
-``fhirServer`` and a bearer token: the cards must be the same (uuids, suggestion ids and
-``authoredOn`` aside, which are per call). Then the server is stopped: without prefetch every
-hook answers 412 with an OperationOutcome; with only the required keys prefetched, 200 with
-degraded cards that name the optional data that was missing. Never a 500.
+Two patients are loaded with one transaction Bundle, shaped as EHRs hold them: the current
+admission names its Locations by reference only, beside an earlier finished admission. For
+each of the four hooks, with and without ``encounterId``, the service is called (a) with the
+prefetch an EHR would send (tests/integration/ehr_prefetch.py: each discovery template, its
+tokens filled, run against the server; a key whose token the context lacks is not sent) and
+(b) with no prefetch, only ``fhirServer`` and a bearer token: the cards must be the same
+(uuids, suggestion ids and ``authoredOn`` aside, which are per call), with and without
+``encounterId``. Then the server is stopped: without prefetch every hook answers 412 with an
+OperationOutcome; with only the required keys prefetched, 200 with degraded cards that name
+the optional data that was missing. Never a 500.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from flask.testing import FlaskClient
 
 from cds_service.app import create_app
 from cds_service.store import migrate
+from tests.integration.ehr_prefetch import ehr_prefetch as fill_prefetch
 from tests.integration.fhir_server import FhirServer
 from tests.integration.hooks_support import SERVICE, ago, check_response, coding
 
@@ -39,8 +43,10 @@ def knowledge_texts() -> dict[str, Any]:
 
     return load_knowledge(Path(__file__).parents[2] / "mappings").texts
 HOOKS = ("patient-view", "order-select", "order-sign", "result-review")
-OPTIONAL = ("encounter", "creatinine", "albumin", "egfr", "weight", "conditions", "procedures",
-            "medications")  # fmt: skip
+OPTIONAL = ("encounter", "encounters", "creatinine", "albumin", "egfr", "weight", "conditions",
+            "procedures", "planned-procedures", "service-requests", "medications",
+            "administrations")  # fmt: skip
+ROLE = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
 UCUM = "http://unitsofmeasure.org"
 
 
@@ -85,13 +91,26 @@ def transaction() -> dict[str, Any]:
         "urn:uuid:6a1c0000-0000-4000-8000-00000000000b",
     )
     enc_a = "urn:uuid:6a1c0000-0000-4000-8000-0000000000ea"
+    ward, micu = (
+        "urn:uuid:6a1c0000-0000-4000-8000-0000000000c1",
+        "urn:uuid:6a1c0000-0000-4000-8000-0000000000c2",
+    )
     resources: list[tuple[str, dict[str, Any]]] = [
         (a, {"resourceType": "Patient", "id": "pa", "gender": "female", "birthDate": "1960-04-02",
              "name": [{"family": "Fallback", "given": ["Alma"]}]}),
+        (ward, {"resourceType": "Location", "id": "pa-ward", "name": "5 West",
+                "type": [{"coding": [{"system": ROLE, "code": "HU"}]}]}),
+        (micu, {"resourceType": "Location", "id": "pa-micu", "name": "MICU-2"}),  # named only
+        ("", {"resourceType": "Encounter", "id": "pa-enc-old", "status": "finished",
+              "class": coding("encounter-inpatient", "v3-ActCode"), "subject": {"reference": a},
+              "period": {"start": ago(24 * 40), "end": ago(24 * 35)},
+              "location": [{"location": {"reference": micu}, "period": {"start": ago(24 * 40), "end": ago(24 * 38)}}]}),
         (enc_a, {"resourceType": "Encounter", "id": "pa-enc", "status": "in-progress",
                  "class": coding("encounter-inpatient", "v3-ActCode"),
-                 "type": [{"coding": [coding("icu-location")]}],
-                 "subject": {"reference": a}, "period": {"start": ago(36)}}),
+                 "subject": {"reference": a}, "period": {"start": ago(40)},
+                 "location": [  # by reference only, as EHRs send it
+                     {"location": {"reference": ward}, "period": {"start": ago(40), "end": ago(36)}},
+                     {"location": {"reference": micu}, "period": {"start": ago(36)}}]}),
         ("", _obs("pa-mg1", a, "serum-magnesium-mass", 1.5, "mg/dL", 2)),
         ("", _obs("pa-mg2", a, "serum-magnesium-mass", 1.9, "mg/dL", 30)),
         ("", _obs("pa-cr1", a, "creatinine", 0.9, "mg/dL", 2)),
@@ -141,7 +160,8 @@ def draft_orders(patient: str) -> dict[str, Any]:
     ]}  # fmt: skip
 
 
-def context(hook: str, patient: str, encounter: str | None) -> dict[str, Any]:
+def context(hook: str, patient: str, encounter: str | None, new_at: str = "") -> dict[str, Any]:
+    """The hook's context; ``new_at``: when result-review's new result was taken (else now)."""
     ctx: dict[str, Any] = {"userId": "Practitioner/dr-1", "patientId": patient}
     if encounter:
         ctx["encounterId"] = encounter
@@ -151,6 +171,7 @@ def context(hook: str, patient: str, encounter: str | None) -> dict[str, Any]:
         ctx["selections"] = ["MedicationRequest/draft-mg", "MedicationRequest/draft-cis"]
     if hook == "result-review":  # a result just filed, not yet on the server
         new = _obs("new-mg", f"Patient/{patient}", "serum-magnesium-mass", 1.4, "mg/dL", 0.1)
+        new["effectiveDateTime"] = new_at or new["effectiveDateTime"]
         ctx["results"] = {
             "resourceType": "Bundle",
             "type": "collection",
@@ -177,19 +198,9 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def ehr_prefetch(
-    server: FhirServer, template: dict[str, str], ctx: dict[str, Any]
-) -> dict[str, Any]:
-    """What an EHR sends: every discovery template with its tokens filled, run on the server."""
-    out: dict[str, Any] = {}
-    for key, tmpl in template.items():
-        query = re.sub(r"\{\{context\.(\w+)\}\}", lambda m: str(ctx[m.group(1)]), tmpl)
-        resp = requests.get(
-            f"{server.base}/{query}", headers={"Accept": "application/fhir+json"}, timeout=10
-        )
-        assert resp.status_code == 200, (key, resp.text[:500])
-        out[key] = resp.json()
-    return out
+def ehr_prefetch(server: FhirServer, template: dict[str, str], ctx: dict[str, Any]) -> dict[str, Any]:
+    """What an EHR sends (tests/integration/ehr_prefetch.py) from this server."""
+    return fill_prefetch(server.base, template, ctx)
 
 
 def request_body(hook: str, ctx: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -252,29 +263,37 @@ def test_fallback_gives_the_same_cards_as_prefetch_then_412_or_degraded_when_the
     app.extensions["cds"].session.hooks["response"].append(record)
 
     answered: dict[str, list[dict[str, Any]]] = {}
+    new_at = ago(0.1)  # one result-review result, the same in every call
     for hook in HOOKS:
-        ctx = context(hook, patient, encounter)
-        with_prefetch = call(client, hook, request_body(
-            hook, ctx, prefetch=ehr_prefetch(fhir_server, discovery[hook]["prefetch"], ctx)))  # fmt: skip
-        assert with_prefetch.status_code == 200, with_prefetch.get_data(as_text=True)
-        assert seen == [], "a complete prefetch must not cause a fetch"
-        without = call(client, hook, request_body(hook, ctx, **fhir_access(fhir_server)))
-        assert without.status_code == 200, without.get_data(as_text=True)
-        for resp in (with_prefetch, without):
-            check_response(resp.get_json())
-        cards = with_prefetch.get_json()["cards"]
-        assert cards, f"{hook}: the data must produce cards"
-        assert comparable(without.get_json()["cards"]) == comparable(cards), hook
-        assert all(
-            c["extension"]["magnesium-aki"]["magnesium"]["value_mg_dl"] != 3.4 for c in cards
-        )
-        assert not any("Not available for this evaluation" in c["detail"] for c in cards), hook
-        # the fallback went to the allowlisted server, every request with the bearer token
-        assert len(seen) >= len(discovery[hook]["prefetch"])
-        assert {url.startswith(fhir_server.base + "/") for url, _ in seen} == {True}
-        assert {auth for _, auth in seen} == {f"Bearer {TOKEN}"}
-        seen.clear()
+        variants = []
+        for enc_id in (None, encounter):  # patient-view: EHRs such as the Sandbox send none
+            ctx = context(hook, patient, enc_id, new_at)
+            prefetch = ehr_prefetch(fhir_server, discovery[hook]["prefetch"], ctx)
+            assert ("encounter" in prefetch) is bool(enc_id), "an unfillable template is not sent"
+            with_prefetch = call(client, hook, request_body(hook, ctx, prefetch=prefetch))
+            assert with_prefetch.status_code == 200, with_prefetch.get_data(as_text=True)
+            assert seen == [], "a complete prefetch must not cause a fetch"
+            without = call(client, hook, request_body(hook, ctx, **fhir_access(fhir_server)))
+            assert without.status_code == 200, without.get_data(as_text=True)
+            for resp in (with_prefetch, without):
+                check_response(resp.get_json())
+            cards = with_prefetch.get_json()["cards"]
+            assert cards, f"{hook}: the data must produce cards"
+            assert comparable(without.get_json()["cards"]) == comparable(cards), (hook, enc_id)
+            assert all(
+                c["extension"]["magnesium-aki"]["magnesium"]["value_mg_dl"] != 3.4 for c in cards
+            )
+            assert not any("Not available for this evaluation" in c["detail"] for c in cards), hook
+            # the fallback went to the allowlisted server, every request with the bearer token
+            assert len(seen) >= len(prefetch)
+            assert {url.startswith(fhir_server.base + "/") for url, _ in seen} == {True}
+            assert {auth for _, auth in seen} == {f"Bearer {TOKEN}"}
+            seen.clear()
+            variants.append(comparable(cards))
+        assert variants[0] == variants[1], f"{hook}: the same cards with and without encounterId"
         answered[hook] = cards
+    # the ICU is known from the Location named by reference (MICU-2), without encounterId too
+    assert "icu-hypomagnesemia-repletion" in rules(answered["patient-view"])
 
     # the data exercise what each hook is for
     assert medication_suggestions(answered["patient-view"]), (

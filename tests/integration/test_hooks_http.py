@@ -78,6 +78,12 @@ def test_discovery_lists_four_services(client: FlaskClient) -> None:
         assert s["prefetch"]["magnesium"].startswith("Observation?patient={{context.patientId}}&code=")
         assert "_sort=-date" in s["prefetch"]["magnesium"]
         assert "_count=" in s["prefetch"]["magnesium"]
+        # context as EHRs send it: the current encounter without encounterId, its Locations,
+        # the results' Specimens, planned procedures, doses given
+        assert s["prefetch"]["encounters"] == (
+            "Encounter?patient={{context.patientId}}&status=in-progress&_include=Encounter:location")
+        assert s["prefetch"]["magnesium"].endswith("&_include=Observation:specimen")
+        assert {"planned-procedures", "service-requests", "administrations"} <= set(s["prefetch"])
 
 
 def test_discovery_prefetch_tokens_are_context_fields(client: FlaskClient) -> None:

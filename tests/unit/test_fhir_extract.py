@@ -121,7 +121,7 @@ def test_race_based_egfr_pair_keeps_the_lower(edge: m.ClinicalSnapshot) -> None:
         ("Observation/mg-prelim", m.NOT_FINAL, "1.4"),
         ("Observation/mg-no-time", m.NO_TIME, "2.2"),
         ("Observation/mg-implausible", m.IMPLAUSIBLE, "25"),
-        ("Observation/mg-urine-specimen", m.NON_SERUM, "2"),
+        ("Observation/mg-urine-specimen", m.SPECIMEN_NOT_SERUM, "2"),
         ("Observation/mg-rbc", m.NON_SERUM, "2.45"),
         ("Observation/creat-implausible", m.IMPLAUSIBLE, "138"),
         ("Observation/bad-code", m.BAD_RESOURCE, None),

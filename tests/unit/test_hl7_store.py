@@ -93,6 +93,7 @@ def test_retention_purges_old_rows_only(db_url: str) -> None:
     assert count(ing, OutboxRow) and count(ing, IcuStayRow)
     assert purge_events(ing.engine, 400, ARRIVAL) == {
         "outbox": 0, "advice_issued": 0, "lab_result": 0, "hl7_message": 0, "icu_stay": 0, "encounter": 0,
+        "medication_administration": 0,
     }  # fmt: skip
     later = ARRIVAL + timedelta(days=403)  # the discharge (2 days after arrival) is 401 days old
     counts = purge_events(ing.engine, 400, later)

@@ -186,6 +186,10 @@ def edit_zh(root: Path, change: Any) -> None:
             "reviewer.title: unknown placeholder {nonsense}",
         ),
         (lambda r: r["gate"].pop("applies"), "missing text key"),
+        (
+            lambda r: r["triggers"]["data-quality-reasons"].pop("specimen-not-serum"),
+            "missing text key reviewer.triggers.data-quality-reasons.specimen-not-serum",
+        ),
     ],
 )
 def test_loader_rejects_incomplete_reviewer_texts(

@@ -42,15 +42,38 @@ def test_magnesium_codes_come_from_the_value_sets(knowledge: Knowledge) -> None:
 
 
 def test_templates_use_only_recommended_query_features(knowledge: Knowledge) -> None:
-    allowed = {"patient", "code", "_sort", "_count", "clinical-status", "status"}
+    """The spec's recommended subset, plus ``_include`` of Locations and Specimens only: an EHR
+    that ignores it loses nothing (the service reads the references itself: prefetch_refs)."""
+    allowed = {"patient", "code", "_sort", "_count", "clinical-status", "status", "_id"}
+    includes = {"Encounter:location", "Observation:specimen"}
+    seen: set[str] = set()
     for s in load_services(REAL, knowledge).values():
         for template in s.prefetch.values():
             path, _, query = template.partition("?")
             if not query:
                 assert re.fullmatch(r"[A-Z][A-Za-z]+/\{\{context\.[A-Za-z]+\}\}", path)
                 continue
-            names = {p.split("=")[0] for p in query.split("&")}
-            assert names <= allowed, template
+            params = [p.split("=", 1) for p in query.split("&")]
+            names = [name for name, _ in params]
+            assert len(names) == len(set(names)), template  # one value per name (Sandbox)
+            seen |= {value for name, value in params if name == "_include"}
+            assert {n for n in names if n != "_include"} <= allowed, template
+    assert seen == includes
+
+
+def test_every_hook_finds_the_current_encounter_without_encounter_id(knowledge: Knowledge) -> None:
+    for s in load_services(REAL, knowledge).values():
+        assert s.prefetch["encounters"] == (
+            "Encounter?patient={{context.patientId}}&status=in-progress"
+            "&_include=Encounter:location"
+        ), s.id
+        assert s.prefetch["encounter"].startswith("Encounter?_id={{context.encounterId}}&")
+        assert s.prefetch["service-requests"].endswith("&status=active")
+        assert s.prefetch["planned-procedures"].endswith("&status=preparation")
+        assert s.prefetch["administrations"].startswith(
+            "MedicationAdministration?patient={{context.patientId}}&"
+        )
+        assert s.prefetch["magnesium"].endswith("&_include=Observation:specimen")
 
 
 def test_token_must_be_a_context_field(tmp_path: Path, knowledge: Knowledge) -> None:
