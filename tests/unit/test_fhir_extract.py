@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -435,23 +434,3 @@ def test_icu_encounter_by_site_unit_name(knowledge: Knowledge) -> None:
         [enc("hosp", "in-progress", "2024-03-01T00:00:00Z"), icu], knowledge, patient_id="p"
     )
     assert snap.icu_stays == (m.IcuStay(utc("2024-03-02T00:00:00"), None, "Encounter", "hosp"),)
-
-
-# --- speed ------------------------------------------------------------------------------
-
-
-def test_hundred_entry_bundle_extracts_in_about_a_millisecond(knowledge: Knowledge) -> None:
-    base = load("edge-cases-collection.json")["entry"][7]["resource"]
-    entries = [
-        {"resource": base | {"id": f"o{i}", "effectiveDateTime": f"2024-05-01T{i % 24:02d}:00:00Z"}}
-        for i in range(100)
-    ]
-    bundle = {"resourceType": "Bundle", "type": "searchset", "entry": entries}
-    snapshots_from_bundle(bundle, knowledge)
-    runs = []
-    for _ in range(20):
-        t = time.perf_counter()
-        snapshots_from_bundle(bundle, knowledge)
-        runs.append(time.perf_counter() - t)
-    assert len(snapshots_from_bundle(bundle, knowledge)[0].serum_mg) == 100
-    assert sorted(runs)[10] < timedelta(milliseconds=5).total_seconds()  # ~1 ms; slack for CI
