@@ -58,7 +58,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_evaluate import ENCOUNTER, NOW, SOURCE, build_bundle  # noqa: E402
+from bench.bench_evaluate import ENCOUNTER, NOW, build_bundle  # noqa: E402
 from cds_service.serve import APP_FACTORY, WORKER_CLASS, gunicorn_argv  # noqa: E402
 
 DOCS = ROOT / "docs" / "benchmarks.md"

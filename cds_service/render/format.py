@@ -10,6 +10,7 @@ and creatinine unit comes first, punctuation) are ``format:`` in ``text/<locale>
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -27,6 +28,10 @@ QUANTITY_OF_KIND = {
     m.EGFR: "egfr",
     m.WEIGHT: "weight",
 }
+# Chinese runs on: no space between a Chinese character (or closing full-width bracket) and
+# the Chinese character after it, however the filled placeholders ended or began.
+_CJK_GAP = re.compile(r"(?<=[\u4e00-\u9fff）」』】])[ \t]+(?=[\u4e00-\u9fff])")
+_FULL_WIDTH_END = ("。", "；", "：", "，", "）", "！", "？")
 _SYMBOLS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
 
 
@@ -108,6 +113,23 @@ class Formatter:
     def join(self, items: Iterable[str], sep: str = "list") -> str:
         """Items joined with the locale's separator (``list``: ``, ``/``、``; ``clause``)."""
         return str(self.f[f"{sep}_sep"]).join(items)
+
+    @staticmethod
+    def tidy(text: str) -> str:
+        """Filled text with the spaces Chinese does not put between its characters removed."""
+        return _CJK_GAP.sub("", text)
+
+    def sentences(self, *parts: str) -> str:
+        """Sentences (or a sentence and its links) one after the other: a space between them,
+        none after full-width punctuation (Chinese text runs on after 。)."""
+        out = ""
+        for part in parts:
+            if not part:
+                continue
+            if out and not out.endswith(_FULL_WIDTH_END):
+                out += " "
+            out += part
+        return out
 
     def paren(self, text: str) -> str:
         """Text in the locale's brackets."""
@@ -194,10 +216,15 @@ class Formatter:
                 parts.append(f"{sym} {self._bound_value(quantity, val, b.unit, shown)}")
         return f" {self.f['and']} ".join(parts) + f" {shown}"
 
-    def bounds_any(self, b: Bounds) -> str:
+    def bounds_any(self, b: Bounds, quantity: str | None = None) -> str:
         """Bounds of any quantity: magnesium and creatinine in the locale's first unit, others
-        (eGFR, weight) in their own, age in years or months."""
-        for name, q in self.k.units.quantities.items():
+        (eGFR, weight) in their own, age in years or months. ``quantity`` names the quantity
+        when the unit alone does not (mg/dL is a unit of magnesium and of creatinine)."""
+        quantities = self.k.units.quantities
+        candidates = (
+            [(quantity, quantities[quantity])] if quantity in quantities else quantities.items()
+        )
+        for name, q in candidates:
             if b.unit in q.preferred:
                 shown = None if name in self.f.get("reading_units", {}) else q.preferred[b.unit]
                 return self.bounds(name, b, shown)

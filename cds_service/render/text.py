@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cds_service.clinical import model as m
@@ -66,7 +66,7 @@ class TextRenderer:
                 log.warning("card text: no value for placeholder %s", name)
                 return str(self.t["common"]["not_recorded"])
 
-        return _PLACEHOLDER.sub(one, text)
+        return self.fmt.tidy(_PLACEHOLDER.sub(one, text))
 
     def rule_text(self, rule: Rule) -> dict[str, Any]:
         """The rule's templates in this locale."""
@@ -143,8 +143,11 @@ class TextRenderer:
         }
         key = "evidence_line" if effects else "evidence_line_no_effects"
         line = self.fill(self.t["common"][key], vals)
-        links = ", ".join(f"[{c.ref}]({c.link})" for c in rule.citations if c.link)
-        return f"{line} {links}".strip()
+        return self.fmt.sentences(line, self._links(rule))
+
+    @staticmethod
+    def _links(rule: Rule) -> str:
+        return ", ".join(f"[{c.ref}]({c.link})" for c in rule.citations if c.link)
 
     def gate_reasons(self, hits: list[GateHit] | tuple[GateHit, ...]) -> str:
         """The safety-gate conditions that hold, each with its values."""
@@ -196,11 +199,9 @@ class TextRenderer:
         side = _side(f)
         v = max(f.values, key=lambda x: x.time) if f.values else None
         if v is not None and v.kind == m.SERUM_MG and v.comparator is None:
-            low, high = self.k.reference_range
+            low = self.k.reference_range[0]
             if side == "low" and v.value >= low - 1e-9:
                 out.append("in_range_low")
-            if side == "high" and v.value <= high + 1e-9:
-                out.append("in_range_high")
         out += [f.indicator, side, "default"]
         return tuple(out)
 
@@ -239,14 +240,13 @@ class TextRenderer:
         evidence = self.evidence_line(rule)
         own_line = self._field(rule, "evidence_line", variants, values)
         if own_line is not None:  # e.g. delta checks: locally set limits, not a study
-            links = ", ".join(f"[{c.ref}]({c.link})" for c in rule.citations if c.link)
-            evidence = f"{own_line} {links}".strip()
+            evidence = self.fmt.sentences(own_line, self._links(rule))
         if withheld or "no_dose" in variants:
-            regimen = self._field(rule, "regimen", variants, values)
-            if regimen:
-                evidence += " " + regimen
+            evidence = self.fmt.sentences(
+                evidence, self._field(rule, "regimen", variants, values) or ""
+            )
         if rule.evidence.extra.get("trial_exclusions"):
-            evidence += " " + self.fill(common["trial_excluded"], values)
+            evidence = self.fmt.sentences(evidence, self.fill(common["trial_excluded"], values))
         lines.append(self._labelled(common["evidence"], evidence))
         if rule.category == "association" and not rule.fallback:
             lines.append("_" + common["association_caution"] + "_")
@@ -300,6 +300,11 @@ class TextRenderer:
             return f"**{common['no_magnesium']}**"
         key = "value_line_ionized" if mg.kind == m.IONIZED_MG else "value_line"
         vals = {"value": self.fmt.lab(mg), "time": self.fmt.time(mg.time)}
+        if mg.corrected_from is not None and mg.albumin_g_dl is not None:
+            key = "value_line_corrected"  # the computed value, with what it was computed from
+            measured = replace(mg, value=mg.corrected_from, corrected_from=None)
+            vals["measured"] = self.fmt.lab(measured, both=False)
+            vals["albumin"] = self.fmt.canonical_value("albumin", mg.albumin_g_dl, both=False)
         line = self.fill(common[key], vals)
         flags: dict[str, str] = common["time_flags"]
         notes = [str(flags[flag]) for flag in mg.flags if flag in flags]

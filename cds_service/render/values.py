@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cds_service.clinical import model as m
 from cds_service.clinical.delta_checks import DILUTION, fall_pct
-from cds_service.render.format import trimmed
+from cds_service.render.format import QUANTITY_OF_KIND, trimmed
 from cds_service.rules.durations import parse_duration
 from cds_service.rules.facts import parse_bounds
 from cds_service.rules.model import Advice, Bounds, Finding, NamedQuantity, Rule, ValueUsed
@@ -545,14 +545,25 @@ class FindingValues(Mapping[str, str]):
                 when = (proc.start or proc.end) if proc is not None else None
                 vals["time"] = self.fmt.time(when) if when else self.r.t["common"]["no_time"]
             parts.append(self.r.fill(texts[code], vals))
-        return self.fmt.join(parts, "clause")
+        criteria = self.fmt.join(parts, "clause")
+        staged = aki.peak  # the result that gave the stage; name it when it is not the latest
+        if staged is not None and aki.current is not None and staged.time != aki.current.time:
+            return self.r.fill(
+                self.r.t["aki"]["met_by"],
+                {"value": self.fmt.lab(staged, both=False), "time": self.fmt.time(staged.time),
+                 "criteria": criteria},
+            )  # fmt: skip
+        return criteria
 
     def p_peak(self) -> str | None:
-        """The episode's highest creatinine, when it is not the latest one."""
+        """The episode's highest creatinine, when it is neither the latest one nor the one the
+        criterion names."""
         aki = self.c.aki
         peak = aki.episode_peak if aki is not None else None
         if aki is None or peak is None or aki.current is None or peak.value <= aki.current.value:
             return None
+        if aki.peak is not None and aki.peak.time == peak.time:
+            return None  # the criterion already names it
         return self.fmt.after(self.fmt.lab(peak), self.fmt.time(peak.time))
 
     # --- evidence and ranges -------------------------------------------------------------
@@ -603,8 +614,9 @@ def gate_values(r: TextRenderer, context: Any, params: Any) -> dict[str, str]:
     bounds = getattr(params, "bounds", None) if params is not None else None
     if isinstance(params, Bounds):
         bounds = params
-    if bounds is not None:
-        vals["threshold"] = fmt.bounds_any(bounds)
+    if bounds is not None:  # the quantity by the lab kind: mg/dL is a unit of several
+        kind = getattr(params, "kind", None) or (context.lab.kind if context.lab else None)
+        vals["threshold"] = fmt.bounds_any(bounds, QUANTITY_OF_KIND.get(kind or ""))
     stage_ge = getattr(params, "stage_ge", None)
     if stage_ge is not None:
         vals["threshold"] = str(stage_ge)

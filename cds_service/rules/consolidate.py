@@ -61,8 +61,12 @@ def _contradicted(findings: list[Finding], ctx: EvalContext) -> set[str]:
 
 
 def _magnesium(lead: Finding, group: list[Finding], latest: m.LabResult | None) -> ValueUsed | None:
-    """The Mg value a card names: the lead's (its latest, for a trend), else the latest serum Mg."""
-    for f in (lead, *group):
+    """The Mg value a card names: the lead's own (serum or ionized; its latest, for a trend),
+    else a serum Mg another finding of the card used, else the latest serum Mg."""
+    own = [v for v in lead.values if v.kind in (m.SERUM_MG, m.IONIZED_MG)]
+    if own:
+        return max(own, key=lambda v: v.time)
+    for f in group:
         serum = [v for v in f.values if v.kind == m.SERUM_MG]
         if serum:
             return max(serum, key=lambda v: v.time)

@@ -47,6 +47,7 @@ _NOT_CLINICAL = frozenset({"citations", "version", "id", "title"})
 SHARED = {
     "common.value_line": {"value", "time"},
     "common.value_line_ionized": {"value", "time"},
+    "common.value_line_corrected": {"value", "measured", "albumin", "time"},
     "common.evidence_line": {"study", "design", "n", "effects"},
     "common.evidence_line_no_effects": {"study", "design", "n"},
     "common.n": {"n"},
@@ -66,6 +67,7 @@ SHARED = {
     "aki.criteria.rise": {"rise", "minimum", "within", "from", "from_time"},
     "aki.criteria.absolute": {"absolute"},
     "aki.criteria.dialysis": {"procedure", "time"},
+    "aki.met_by": {"value", "time", "criteria"},
     "measures": {"before", "after"},
 }
 

@@ -222,7 +222,6 @@ VARIANTS = (
     "no_markers",
     "peak",
     "in_range_low",
-    "in_range_high",
     "critical",
     "warning",
     "low",

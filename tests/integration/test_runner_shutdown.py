@@ -4,11 +4,14 @@ A terminal's Ctrl-C sends SIGINT to the whole foreground process group; the test
 the runner (what ``make run`` execs) in a new process group and signals that group, with
 an idle keep-alive HTTP connection, a half-sent request and an idle MLLP connection open
 (the situations that made a gunicorn worker hang until "SIGKILL! Perhaps out of memory?").
+The serving worker reads a request whole before a thread runs it, so a half-sent request no
+longer holds a graceful stop; a hook call waiting on a FHIR server that never answers does.
 """
 
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
@@ -32,6 +35,9 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+SILENT_FHIR = f"http://127.0.0.1:{free_port()}/fhir"  # a FHIR server that never answers
 
 
 def port_free(port: int) -> bool:
@@ -79,7 +85,8 @@ def running(tmp_path: Path) -> Iterator[Running]:
     http_port, mllp_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CDS_")}
     env.update(CDS_AUTH="off", CDS_DATABASE_URL=url, CDS_HTTP_PORT=str(http_port),
-               CDS_MLLP_PORT=str(mllp_port), CDS_SITE_MAPPINGS=str(SITE), WEB_CONCURRENCY="2")  # fmt: skip
+               CDS_MLLP_PORT=str(mllp_port), CDS_SITE_MAPPINGS=str(SITE), WEB_CONCURRENCY="2",
+               CDS_FHIR_ALLOWLIST=SILENT_FHIR, CDS_FHIR_DEADLINE_MS="30000")  # fmt: skip
     log = tmp_path / "run.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
@@ -97,8 +104,9 @@ def running(tmp_path: Path) -> Iterator[Running]:
 
 
 def open_connections(run: Running, half_sent: bool) -> list[object]:
-    """An idle keep-alive HTTP connection, an idle MLLP link, and a request whose headers never
-    end (gunicorn's graceful stop then waits its graceful timeout for it)."""
+    """An idle keep-alive HTTP connection, an idle MLLP link; with ``half_sent``, a request
+    whose headers never end and a hook call in progress (its prefetch read from a FHIR server
+    that accepts and never answers: gunicorn's graceful stop waits for it)."""
     keep = http.client.HTTPConnection("127.0.0.1", run.http_port, timeout=5)
     keep.request("GET", "/healthz")
     assert keep.getresponse().read()
@@ -106,7 +114,18 @@ def open_connections(run: Running, half_sent: bool) -> list[object]:
     if half_sent:
         slow = socket.create_connection(("127.0.0.1", run.http_port))
         slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")  # no blank line
-        conns.append(slow)
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", int(SILENT_FHIR.rsplit(":", 1)[1].split("/", maxsplit=1)[0])))
+        silent.listen(8)  # connections complete in the backlog; nothing is ever read or sent
+        body = json.dumps({"hook": "patient-view", "hookInstance": "shutdown-test",
+                           "fhirServer": SILENT_FHIR, "context": {"patientId": "p1", "userId": "Practitioner/1"}})  # fmt: skip
+        hook = socket.create_connection(("127.0.0.1", run.http_port))
+        hook.sendall(
+            b"POST /cds-services/magnesium-aki-patient-view HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nContent-Length: "
+            + str(len(body)).encode() + b"\r\n\r\n" + body.encode()
+        )
+        conns += [slow, silent, hook]
     time.sleep(0.5)
     return conns
 
