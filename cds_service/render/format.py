@@ -31,6 +31,8 @@ QUANTITY_OF_KIND = {
 # Chinese runs on: no space between a Chinese character (or closing full-width bracket) and
 # the Chinese character after it, however the filled placeholders ended or began.
 _CJK_GAP = re.compile(r"(?<=[\u4e00-\u9fff）」』】])[ \t]+(?=[\u4e00-\u9fff])")
+# A laboratory's range without a unit (HL7 v2 OBX-7 is in the units of OBX-6): ``1.7-2.5``.
+_BARE_RANGE = re.compile(r"[\d\s.,\-–<>≤≥=]+")
 _FULL_WIDTH_END = ("。", "；", "：", "，", "）", "！", "？")
 _SYMBOLS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))
 
@@ -81,8 +83,9 @@ class Formatter:
         return as_reported(x)
 
     def amount(self, x: float | int, unit: str) -> str:
-        """``5.9 g``."""
-        return f"{self.number(x)} {unit}"
+        """A dose: ``5.9 g``, ``3 g`` (never ``3.0 g``: a trailing zero on a dose is read as
+        ten times the dose; ISMP error-prone notation)."""
+        return f"{trimmed(float(x), 3)} {unit}"
 
     def minutes_up(self, minutes: float) -> str:
         """Whole minutes, rounded up (a rate limit is never exceeded by rounding)."""
@@ -187,6 +190,18 @@ class Formatter:
         else:
             second = f"{comp}{self.converted(quantity, v.value, other)} {other}"
         return self.after(first, second)
+
+    def lab_range(self, v: m.LabResult | Any) -> str | None:
+        """The laboratory's reference range of a result, with the result's unit when the range
+        came without one (``1.7-2.5`` sent beside ``mg/dL`` reads ``1.7-2.5 mg/dL``)."""
+        text = (getattr(v, "reference_range", None) or "").strip()
+        if not text:
+            return None
+        unit = (v.original_unit or "").strip()
+        if unit and _BARE_RANGE.fullmatch(text):
+            quantity = QUANTITY_OF_KIND.get(v.kind, "magnesium")
+            return f"{text} {self.k.units[quantity].preferred.get(unit, unit)}"
+        return text
 
     def canonical_value(self, quantity: str, canonical: float, *, both: bool = True) -> str:
         """A computed value (a median, a corrected Mg) in the locale's units."""

@@ -238,19 +238,24 @@ def cards_for(
 
 
 def _suggestion_lines(card: dict[str, Any]) -> list[str]:
+    """Each suggestion: its label, and for an order what its resource says (every dosage)."""
     out = []
     for s in card.get("suggestions", []):
         res = s["actions"][0]["resource"]
         line = f"- **Suggestion** ({res['resourceType']}): {s['label']}"
         if res["resourceType"] == "MedicationRequest":
-            first = res["dosageInstruction"][0]
-            dose = first["doseAndRate"][0]["doseQuantity"]
-            repeat = first.get("timing", {}).get("repeat", {})
-            bounds = [f"{k} {v}" for k, v in sorted(repeat.items()) if k != "boundsDuration"]
-            if "boundsDuration" in repeat:
-                b = repeat["boundsDuration"]
-                bounds.append(f"boundsDuration {b['value']} {b['unit']}")
-            line += f" — resource: {dose['value']} {dose['unit']}; timing {', '.join(bounds)}"
+            parts = []
+            for dosage in res["dosageInstruction"]:
+                rate = dosage["doseAndRate"][0]
+                amount = rate.get("doseQuantity") or rate.get("rateQuantity") or {}
+                repeat = dosage.get("timing", {}).get("repeat", {})
+                timing = [f"{k} {v}" for k, v in sorted(repeat.items()) if k != "boundsDuration"]
+                if "boundsDuration" in repeat:
+                    b = repeat["boundsDuration"]
+                    timing.append(f"boundsDuration {b['value']} {b['unit']}")
+                what = f"{amount.get('value')} {amount.get('unit')}"
+                parts.append(f"{what}; timing {', '.join(timing)}" if timing else what)
+            line += " — resource: " + " / then ".join(parts)
         out.append(line)
     return out
 

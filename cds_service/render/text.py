@@ -262,7 +262,13 @@ class TextRenderer:
         lead = advice.findings[0]
         common = self.t["common"]
         summary = self.finding_summary(advice, lead, values[id(lead)])
-        if advice.withheld and not any(w.rule_id == lead.rule_id for w in advice.withheld):
+        withheld_here = advice.withheld and not any(
+            w.rule_id == lead.rule_id for w in advice.withheld
+        )
+        gated_here = any(  # repletion advice in words, held back by the gate: read as withheld
+            "gated" in self.variants(advice, f, values[id(f)]) for f in advice.findings
+        )
+        if withheld_here or gated_here:
             suffix = self.fill(common["withheld_suffix"], {})
             summary = _shorten(summary, SUMMARY_LIMIT - len(suffix)) + suffix
         summary = _shorten(summary, SUMMARY_LIMIT)
@@ -300,6 +306,8 @@ class TextRenderer:
             return f"**{common['no_magnesium']}**"
         key = "value_line_ionized" if mg.kind == m.IONIZED_MG else "value_line"
         vals = {"value": self.fmt.lab(mg), "time": self.fmt.time(mg.time)}
+        if "median" in mg.flags:
+            key = "value_line_median"  # a computed value: never shown as one result
         if mg.corrected_from is not None and mg.albumin_g_dl is not None:
             key = "value_line_corrected"  # the computed value, with what it was computed from
             measured = replace(mg, value=mg.corrected_from, corrected_from=None)
@@ -308,10 +316,12 @@ class TextRenderer:
         line = self.fill(common[key], vals)
         flags: dict[str, str] = common["time_flags"]
         notes = [str(flags[flag]) for flag in mg.flags if flag in flags]
-        if mg.reference_range:
-            notes.append(f"{common['lab_range']}: {mg.reference_range}")
-        if notes:
-            line = self.fmt.after(line, self.fmt.join(notes, "clause"))
+        lab_range = self.fmt.lab_range(mg)
+        if lab_range:
+            notes.append(f"{common['lab_range']}{self.fmt.f['colon']}{lab_range}")
+        if notes:  # inside the sentence: before its full stop
+            body = line.rstrip(".。")
+            line = self.fmt.after(body, self.fmt.join(notes, "clause")) + line[len(body) :]
         return "**" + line + "**"
 
     def _labels(

@@ -8,6 +8,8 @@ that a bug: the renderer then says the value is not recorded instead of guessing
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -34,13 +36,21 @@ def _name_in_script(text: str, locale: str) -> bool:
     return True
 
 
+# SNOMED CT fully specified names end in a semantic tag a clinician does not say aloud:
+# "Coronary artery bypass grafting (procedure)".
+_SEMANTIC_TAG = re.compile(
+    r"\s+\((?:procedure|disorder|finding|substance|product|situation|observable entity|"
+    r"regime/therapy|morphologic abnormality|clinical drug|medicinal product|event)\)$"
+)
+
+
 def concept_name(concept: m.Concept, r: TextRenderer) -> str:
     """A procedure, drug or diagnosis by name: as sent when readable in the locale, else the
     locale's name of its value set (``text/<locale>.yaml`` ``concepts:``), else its code."""
     sent = [concept.text, *(c.display for c in concept.codings)]
     for name in sent:
         if name and _name_in_script(name, r.locale):
-            return name
+            return _SEMANTIC_TAG.sub("", name)
     vs = r.k.valuesets
     names: dict[str, str] = r.t.get("concepts") or {}
     member = vs.membership(concept)
@@ -51,7 +61,7 @@ def concept_name(concept: m.Concept, r: TextRenderer) -> str:
         for value_set in vs.sets.values():
             display = value_set.displays.get((c.system, c.code))
             if display and _name_in_script(display, r.locale):
-                return display
+                return _SEMANTIC_TAG.sub("", display)
     return concept.codings[0].code if concept.codings else r.t["common"]["unnamed"]
 
 
@@ -556,14 +566,11 @@ class FindingValues(Mapping[str, str]):
         return criteria
 
     def p_peak(self) -> str | None:
-        """The episode's highest creatinine, when it is neither the latest one nor the one the
-        criterion names."""
+        """The episode's highest creatinine, when it is not the latest one (evidence.md §3)."""
         aki = self.c.aki
         peak = aki.episode_peak if aki is not None else None
         if aki is None or peak is None or aki.current is None or peak.value <= aki.current.value:
             return None
-        if aki.peak is not None and aki.peak.time == peak.time:
-            return None  # the criterion already names it
         return self.fmt.after(self.fmt.lab(peak), self.fmt.time(peak.time))
 
     # --- evidence and ranges -------------------------------------------------------------
@@ -575,9 +582,10 @@ class FindingValues(Mapping[str, str]):
     def p_reference_range(self) -> str | None:
         low, high = self.r.k.reference_range
         text = self.fmt.named("magnesium", NamedQuantity("mg/dL", low=low, high=high), both=False)
-        lab = next((v.reference_range for v in self.f.values if v.reference_range), None)
+        lab = next((self.fmt.lab_range(v) for v in self.f.values if v.reference_range), None)
         if lab:
-            text = self.fmt.after(text, f"{self.r.t['common']['lab_range']}: {lab}")
+            label = self.r.t["common"]["lab_range"]
+            text = self.fmt.after(text, f"{label}{self.fmt.f['colon']}{lab}")
         return text
 
 

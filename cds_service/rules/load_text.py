@@ -48,6 +48,7 @@ SHARED = {
     "common.value_line": {"value", "time"},
     "common.value_line_ionized": {"value", "time"},
     "common.value_line_corrected": {"value", "measured", "albumin", "time"},
+    "common.value_line_median": {"value", "time"},
     "common.evidence_line": {"study", "design", "n", "effects"},
     "common.evidence_line_no_effects": {"study", "design", "n"},
     "common.n": {"n"},

@@ -34,7 +34,7 @@ def test_adt_micu_and_oru_mg_1_5_without_a_site_file_give_icu_repletion(tmp_path
     result = fixture("oru_mg_low_icu.hl7").replace(b"||1.2|mg/dL", b"||1.5|mg/dL")
     result = recent(result.rstrip(b"\r") + b"\r" + WEIGHT, now - timedelta(hours=1))
     try:
-        with listener(url, CDS_SITE_MAPPINGS="", CDS_SECRET="defaults", CDS_OUTBOUND="hl7",
+        with listener(url, CDS_SITE_MAPPINGS="", CDS_SECRET="icu-defaults-secret-31", CDS_OUTBOUND="hl7",
                       CDS_HL7_OUTBOUND=f"127.0.0.1:{receiver.port}") as (proc, port):  # fmt: skip
             acks = asyncio.run(send(port, [admit, result]))
             assert [msa(a)[1] for a in acks] == ["AA", "AA"]

@@ -225,7 +225,7 @@ CASES: list[tuple[str, Edit, str, str]] = [
     ),
     (
         "no-gated-variant",
-        replace("text/en.yaml", '      gated: "ECG; check potassium and calcium. The safety gate holds ({reasons}): {instead}"\n', ""),
+        replace("text/en.yaml", '      gated: "Repletion advice withheld by the safety gate ({reasons}). {instead} ECG; check potassium and calcium."\n', ""),
         "en.yaml", "rules.severe-hypomagnesemia: action needs a gated variant",
     ),
     (

@@ -150,7 +150,7 @@ def test_get_rules_language_from_query_and_accept_language(tmp_path: Path) -> No
     page = c.get(
         "/rules", headers={"Accept": "text/html", "Accept-Language": "zh-CN,zh;q=0.9,en;q=0.5"}
     )
-    assert "安全闸门" in page.get_data(as_text=True)
+    assert "安全核查" in page.get_data(as_text=True)
     doc = c.get("/rules", headers={"Accept": "application/json"}).get_json()
     assert doc["locale"] == "en" and len(doc["rules"]) == 31
     assert "Accept-Language" in c.get("/rules").headers["Vary"]

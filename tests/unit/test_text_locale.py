@@ -28,7 +28,8 @@ REPLETION = "icu-hypomagnesemia-repletion"
 ICU = NOW - 10 * H
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 # Latin words allowed in a translation: units, abbreviations and names kept as in the review.
-_LATIN_OK = {"mmol", "eGFR", "MIMIC", "COVID", "Money", "KDIGO", "England", "Seah", "Adomako"}
+_LATIN_OK = {"mmol", "eGFR", "MIMIC", "COVID", "Money", "KDIGO", "England", "Seah", "Adomako",
+             "Suppadungsuk", "PRAGMATIC"}  # fmt: skip
 
 
 def zh_evidence(k: Knowledge, rule: Rule) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def test_zh_cn_card_has_no_english_evidence(knowledge: Knowledge) -> None:
         assert english not in detail, english
     assert "随机对照试验" in detail and "多中心前瞻性队列研究" in detail
     assert "校正 RR 0.27" in detail and "校正 OR 1.25（1.08~1.46）" in detail  # numbers from code
-    assert "ICU 入院血清镁 <1.6 mg/dL，死亡率：校正 HR 1.65" in detail
+    assert "入住 ICU 时血清镁 <1.6 mg/dL，死亡风险：校正 HR 1.65" in detail
     exclusions = [str(x) for x in zh_evidence(knowledge, knowledge.rule(REPLETION))["exclusions"]]
     assert "该试验排除了：" + "；".join(exclusions) + "。" in detail
     assert "血肌酐 ≥3.5 mg/dL" in detail and "妊娠" in detail and "晚期恶性肿瘤" in detail
@@ -148,7 +149,7 @@ def test_english_output_unchanged(knowledge: Knowledge) -> None:
 def test_effect_sizes_keep_their_reported_precision(knowledge: Knowledge) -> None:
     """P = 0.007, HR 0.082 (0.008-0.790) and OR 1.70 are shown as the papers report them."""
     en = TextRenderer(knowledge, "en")
-    assert "P 0.007" in en.evidence_line(knowledge.rule("emergency-admission-high"))
+    assert "P = 0.007" in en.evidence_line(knowledge.rule("emergency-admission-high"))
     assert "HR 0.082 (0.008-0.790)" in en.evidence_line(knowledge.rule("cisplatin-mg-preload"))
     assert "adjusted OR 1.70 (1.31-2.18)" in en.evidence_line(knowledge.rule("admission-u-shape"))
     assert "adjusted OR 1.30 (1.12-1.52)" in en.evidence_line(
@@ -177,8 +178,8 @@ BAD = [
     ),
     (
         "effect-labels-too-long",
-        replace(ZH, '        - "ICU 入院血清镁 <1.6 mg/dL，AKI"\n',
-                '        - "ICU 入院血清镁 <1.6 mg/dL，AKI"\n        - "多出的一项"\n'),
+        replace(ZH, '        - "入住 ICU 时血清镁 <1.6 mg/dL，AKI"\n',
+                '        - "入住 ICU 时血清镁 <1.6 mg/dL，AKI"\n        - "多出的一项"\n'),
         "rules.icu-admission-low.evidence.effect_labels",
     ),
     (
@@ -189,8 +190,8 @@ BAD = [
     ),
     (
         "exclusions-on-a-rule-without-trial-exclusions",
-        replace(ZH, '      design: "单中心回顾性初步研究"\n',
-                '      design: "单中心回顾性初步研究"\n      exclusions: ["透析"]\n'),
+        replace(ZH, '      design: "单中心回顾性先导研究"\n',
+                '      design: "单中心回顾性先导研究"\n      exclusions: ["透析"]\n'),
         "rules.tbi-low.evidence.exclusions",
     ),
     (
