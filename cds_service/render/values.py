@@ -9,7 +9,6 @@ that a bug: the renderer then says the value is not recorded instead of guessing
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
