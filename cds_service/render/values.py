@@ -167,6 +167,25 @@ class FindingValues(Mapping[str, str]):
             for v in self.f.values
         )
 
+    def _extreme(self) -> ValueUsed | None:
+        """The earlier value a trend moved from: the highest (falling) or lowest (rising)."""
+        earlier = sorted(self.f.values, key=lambda v: v.time)[:-1]
+        if not earlier or self.c.trend not in ("falling", "rising"):
+            return None
+        pick = max if self.c.trend == "falling" else min
+        return pick(earlier, key=lambda v: v.value)
+
+    def p_extreme(self) -> str | None:
+        extreme = self._extreme()
+        return None if extreme is None else self.fmt.lab(extreme, both=False)
+
+    def p_moved(self) -> str | None:
+        extreme = self._extreme()
+        if extreme is None:
+            return None
+        latest = max(self.f.values, key=lambda v: v.time)
+        return self.fmt.canonical_value("magnesium", abs(latest.value - extreme.value), both=False)
+
     def _trend(self) -> tuple[Bounds, Bounds] | None:
         args = self.rule.trigger_args
         if self.c.trend == "falling":

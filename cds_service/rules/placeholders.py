@@ -114,6 +114,10 @@ PLACEHOLDERS: dict[str, Placeholder] = {
            lambda r, k: (r.measure is not None and k.measures[r.measure].pick == "median")
            or _trigger(r) == "mg-trend"),
         _P("values", "the trend's values with their times", _is("mg-trend")),
+        _P("moved", "how far the trend's latest value is from its earlier extreme",
+           _is("mg-trend")),
+        _P("extreme", "the trend's earlier highest (falling) or lowest (rising) value",
+           _is("mg-trend")),
         _P("change", "the trend's drop or rise that fired; a suspect result's fall or rise",
            lambda r, k: _trigger(r) in ("mg-trend", "data-quality")),
         _P("limit", "the trend's bound on the latest value; the delta check's limit",
