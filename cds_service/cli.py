@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except MappingError as exc:
-        print(f"error: invalid mappings: {exc}", file=sys.stderr)
-        return 1
+        print(f"error: CDS_MAPPINGS: invalid mappings: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return code
 
 

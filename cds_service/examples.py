@@ -170,7 +170,10 @@ def _print_advice(settings: Settings, ids: list[str]) -> int:
         time.sleep(0.2)
         advice = issued_advice(settings, ids)
     if not advice:
-        print("no advice issued for these messages")
+        print(
+            "no new advice for these messages: advice is issued once per patient, rule and "
+            "result, so a message sent again (same control id or same results) adds none"
+        )
         return 0
     for a in advice:
         print(f"\nadvice for {a['message']}: [{a['indicator']}] {a['summary']}")

@@ -8,7 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cds_service.config import Settings, settings_for_command
+from cds_service.config import ConfigError, Settings, settings_for_command
+from cds_service.preflight import check_settings
 
 DEFAULT_WORKERS = 2
 DEFAULT_THREADS = 8
@@ -60,6 +61,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Upgrade the database of ``CDS_DATABASE_URL`` (or ``--url``) to the newest schema."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from cds_service.store import migrate
 
     url = args.url
@@ -67,8 +70,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         settings = settings_for_command()
         if settings is None:
             return 1
+        check_settings(settings, "migrate")  # one line naming the variable, before connecting
         url = settings.database_url
-    migrate(url)
+    try:
+        migrate(url)
+    except SQLAlchemyError as exc:  # the URL may hold a password: never printed
+        raise ConfigError(
+            f"CDS_DATABASE_URL: cannot open the database ({exc.__class__.__name__})"
+        ) from None
     print("database migrated")
     return 0
 

@@ -58,3 +58,18 @@ def test_jwt_without_a_secret_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cds.db'}"
     with pytest.raises(ConfigError, match="CDS_SECRET"):
         create_app({"CDS_DATABASE_URL": url, "CDS_AUTH": "jwt"})
+
+
+def test_every_setting_is_documented_in_the_deployment_guide() -> None:
+    """docs/deployment.md "Every setting" lists each CDS_* variable Settings reads."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    from cds_service.config import Settings
+
+    doc = (Path(__file__).parents[2] / "docs" / "deployment.md").read_text(encoding="utf-8")
+    table = doc.split("### Every setting", 1)[1].split("\n## ", 1)[0]
+    names = [f"CDS_{f.name.upper()}" for f in fields(Settings) if f.name != "extra"]
+    assert len(names) > 20
+    missing = [n for n in names if f"`{n}`" not in table]
+    assert not missing, missing
