@@ -25,7 +25,7 @@ from tests.hl7support import ARRIVAL, count, fixture, make_ingestor
 
 EVENT_TABLES = {
     "patient", "hl7_message", "lab_result", "encounter", "icu_stay", "diagnosis", "procedure",
-    "advice_issued", "outbox",
+    "advice_issued", "outbox", "advice_push",
 }  # fmt: skip
 
 
@@ -46,7 +46,7 @@ def _table_of(diff: object) -> str | None:
 
 EVENT_TABLES = {
     "patient", "hl7_message", "lab_result", "encounter", "icu_stay", "diagnosis", "procedure",
-    "advice_issued", "outbox",
+    "advice_issued", "outbox", "advice_push",
 }  # fmt: skip
 
 
