@@ -11,7 +11,11 @@ deployment) and drives it with an asyncio client:
 3. the 100-patient MIMIC-IV demo replay (bench/make_replay.py), pipelined on one
    connection: every ACK must be AA; advice issued per lead rule is read from the store.
 
-Usage: ``python bench/bench_mllp.py [--quick] [--no-replay] [--markdown]``.
+``--burden`` runs only the replay, with ``CDS_OUTBOUND=hl7`` and an advisory sink
+(bench/advisory_sink.py), and reports the alert burden of pushed advice (bench/burden.py,
+evidence.md §8) into docs/benchmarks.md.
+
+Usage: ``python bench/bench_mllp.py [--quick] [--no-replay] [--burden [--patients N] [--no-docs]]``.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.advisory_sink import AdvisorySink  # noqa: E402
+from bench.burden import burden_report, markdown  # noqa: E402
 from bench.make_replay import messages, mg_counts  # noqa: E402
 from cds_service.events.mllp_frames import FrameReader, TooLarge, frame  # noqa: E402
 
@@ -59,12 +66,12 @@ def oru(n: int, with_mg: bool) -> bytes:
 
 
 class Listener:
-    """``cds-service mllp`` on a fresh database, as a child process."""
+    """``cds-service mllp`` on a fresh database, as a child process (``extra``: more settings)."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, **extra: str) -> None:
         self.url = f"sqlite:///{db}"
         env = {**os.environ, "CDS_DATABASE_URL": self.url, "CDS_MLLP_PORT": "0",
-               "CDS_SITE_MAPPINGS": str(SITE), "CDS_SECRET": "bench", "CDS_OUTBOUND": ""}  # fmt: skip
+               "CDS_SITE_MAPPINGS": str(SITE), "CDS_SECRET": "bench", "CDS_OUTBOUND": "", **extra}  # fmt: skip
         self.proc = subprocess.Popen(
             [str(ROOT / ".venv" / "bin" / "cds-service"), "mllp"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -153,12 +160,86 @@ def run_replay(listener: Listener, patients: int | None) -> dict[str, object]:
             "patients_advised": patients_advised}  # fmt: skip
 
 
+def _delivered(url: str, sink: AdvisorySink, limit: float = 900.0) -> int:
+    """Wait until the listener's outbox has nothing left to send; the rows sent."""
+    from sqlalchemy import create_engine, func, select
+
+    from cds_service.store.events_models import OutboxRow
+
+    engine = create_engine(url)
+    deadline = time.monotonic() + limit
+    try:
+        while True:
+            with engine.connect() as conn:
+                by_status = dict(conn.execute(
+                    select(OutboxRow.status, func.count()).group_by(OutboxRow.status)).all())  # fmt: skip
+            if not by_status.get("pending") and not by_status.get("sending"):
+                return int(by_status.get("sent", 0))
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"outbox not delivered in {limit:.0f} s: {by_status}")
+            time.sleep(1.0)
+    finally:
+        engine.dispose()
+
+
+def run_burden(folder: Path, patients: int | None, docs: bool) -> str:
+    """The MIMIC replay through MLLP with an advisory sink; the burden report (markdown)."""
+    from sqlalchemy import create_engine
+
+    from cds_service.rules.loader import load_knowledge
+
+    sink = AdvisorySink()
+    listener = Listener(folder / "burden.db", CDS_OUTBOUND="hl7",
+                        CDS_HL7_OUTBOUND=f"127.0.0.1:{sink.port}")  # fmt: skip
+    msgs = messages(patients)
+    try:
+        started = time.perf_counter()
+        acks = asyncio.run(_pipelined(listener.port, msgs))
+        elapsed = time.perf_counter() - started
+        codes = Counter(a.split(b"\r")[1].split(b"|")[1].decode() for a in acks)
+        assert codes == {"AA": len(msgs)}, codes
+        sent = _delivered(listener.url, sink)
+    finally:
+        listener.stop()
+        sink.stop()
+    engine = create_engine(listener.url)
+    report = burden_report(engine, load_knowledge(ROOT / "mappings", SITE))
+    engine.dispose()
+    text = (f"Measured {date.today().isoformat()} by `python bench/bench_mllp.py --burden`: the MIMIC-IV "
+            f"demo replay ({len(msgs):,} messages, {patients or 100} patients) pipelined on one MLLP "
+            f"connection to `cds-service mllp` with `CDS_OUTBOUND=hl7` and an advisory sink as "
+            f"`CDS_HL7_OUTBOUND` ({elapsed:.0f} s; {sent:,} advisories delivered, "
+            f"{sink.withdrawals} withdrawals).\n\n" + markdown(report, sink.received))  # fmt: skip
+    if docs:
+        write_block(ROOT / "docs" / "benchmarks.md", "burden", text)
+    return text
+
+
+def write_block(path: Path, name: str, text: str) -> None:
+    """Replace the generated block ``name`` of a markdown file."""
+    begin, end = f"<!-- {name}: generated, begin -->", f"<!-- {name}: generated, end -->"
+    doc = path.read_text(encoding="utf-8")
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"{path}: no {begin} ... {end} block")
+    head, rest = doc.split(begin, 1)
+    path.write_text(f"{head}{begin}\n{text}\n{end}{rest.split(end, 1)[1]}", encoding="utf-8")
+
+
 def main() -> None:
     """Run the benchmarks and print a markdown report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer messages, 5-patient replay")
     parser.add_argument("--no-replay", action="store_true")
+    parser.add_argument("--burden", action="store_true",
+                        help="only the replay with an advisory sink: pushed advice per 100 "
+                             "patient-days, by rule, written to docs/benchmarks.md")  # fmt: skip
+    parser.add_argument("--patients", type=int, help="--burden: the first N patients (default 100)")
+    parser.add_argument("--no-docs", action="store_true", help="--burden: leave docs/ alone")
     args = parser.parse_args()
+    if args.burden:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(run_burden(Path(tmp), args.patients, not args.no_docs and not args.patients))
+        return
     n = 300 if args.quick else 1500
     mixed = [oru(i, i % 10 < 3) for i in range(n)]
     mg_only = [oru(n + i, True) for i in range(n // 2)]

@@ -1,4 +1,8 @@
-"""Evaluate a patient after an event and issue advice once per (patient, rule, trigger)."""
+"""Evaluate a patient after an event and record advice once per (patient, rule, trigger).
+
+Only advice about an event not pushed before is pushed, i.e. queued on the channels
+(evidence.md §8, ``events/push.py``); the rest stays in the record with its push status.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cds_service.clinical import model as m
+from cds_service.events import push
 from cds_service.events.outbound_queue import enqueue
 from cds_service.events.snapshot import build_snapshot, result_id
 from cds_service.render.report import magnesium_json
@@ -69,14 +74,13 @@ def evaluation_time(
 
 
 def trigger_of(advice: Advice, snapshot: m.ClinicalSnapshot) -> tuple[str, int | None]:
-    """The result an advice rests on (its magnesium, else the lead finding's values), as a key.
+    """The result an advice rests on (the lead finding's newest value, else the result it
+    excludes, else the card's magnesium), as a key.
 
     Advice resting on no result (a monitoring gap, a prevention rule) is keyed by the
     current encounter and the newest serum Mg: it is issued again only once either changes.
     """
     names: list[str | None] = []
-    if advice.magnesium is not None:
-        names.append(advice.magnesium.resource)
     lead = advice.findings[0] if advice.findings else None
     if lead is not None:
         if lead.values:
@@ -84,12 +88,25 @@ def trigger_of(advice: Advice, snapshot: m.ClinicalSnapshot) -> tuple[str, int |
         excluded = lead.context.excluded
         if excluded is not None:
             names.append(excluded.resource)
+    if advice.magnesium is not None:
+        names.append(advice.magnesium.resource)
     for name in names:
         rid = result_id(name)
         if rid is not None:
             return f"result:{rid}", rid
     newest = result_id(snapshot.serum_mg[-1].id) if snapshot.serum_mg else None
     return f"context:{snapshot.current_encounter_id or '-'}:{newest or '-'}"[:64], None
+
+
+def _issued(session: Session, patient_id: int, lead: str, key: str) -> bool:
+    found = session.scalar(
+        select(AdviceIssued.id).where(
+            AdviceIssued.patient_id == patient_id,
+            AdviceIssued.rule_id == lead,
+            AdviceIssued.trigger_key == key,
+        )
+    )
+    return found is not None
 
 
 def _detail(advice: Advice, detail_md: str) -> dict[str, object]:
@@ -121,19 +138,20 @@ def advise(
     """
     now, late = evaluation_time(trigger.time, arrival, policy.max_age)
     snapshot = (snapshot_fn or build_snapshot)(session, patient, now)
+    held = late or policy.test or policy.shadow
     issued: list[AdviceIssued] = []
     new: list[Advice] = []
     for advice in evaluate(knowledge, snapshot, now):
         key, rid = trigger_of(advice, snapshot)
-        exists = session.scalar(
-            select(AdviceIssued.id).where(
-                AdviceIssued.patient_id == patient.id,
-                AdviceIssued.rule_id == advice.lead,
-                AdviceIssued.trigger_key == key,
-            )
-        )
-        if exists is not None:
-            continue
+        decision = push.decide(session, patient.id, knowledge, advice, snapshot, now, key)
+        if _issued(session, patient.id, advice.lead, key):
+            # the same advice was recorded before; a finding about a new event (a stage
+            # rise, a new index event joining the card) is recorded and pushed under its own key
+            if decision.status != push.PUSHED:
+                continue
+            key = decision.record_key()
+            if _issued(session, patient.id, advice.lead, key):
+                continue
         rendered = TextRenderer(knowledge, policy.locale).render(advice, snapshot.conditions)
         row = AdviceIssued(
             patient_id=patient.id,
@@ -152,13 +170,19 @@ def advise(
             test=policy.test,
             shadow=policy.shadow,
             withdrawn=False,
+            push_status=push.HELD if held and decision.status == push.PUSHED else decision.status,
         )
         try:
             with session.begin_nested():
                 session.add(row)
-        except IntegrityError:  # issued meanwhile by another connection
+                session.flush()
+                # shadow mode records what it would have pushed; late and test advice not
+                if decision.status == push.PUSHED and not (late or policy.test):
+                    push.record(session, patient.id, row.id, decision.new, arrival)
+                    session.flush()
+        except IntegrityError:  # issued (or pushed) meanwhile by another connection
             continue
-        if not (late or policy.test or policy.shadow):
+        if row.push_status == push.PUSHED:
             enqueue(session, row, policy.channels, now=arrival)
         issued.append(row)
         new.append(advice)

@@ -1,4 +1,4 @@
-"""``cds-service outbox`` (deliveries: list, deliver now) and ``cds-service subscribe``."""
+"""``cds-service outbox`` (deliveries; advice by push status) and ``cds-service subscribe``."""
 
 from __future__ import annotations
 
@@ -30,14 +30,39 @@ def outbox_table(rows: list[Any]) -> str:
                      for line in lines)  # fmt: skip
 
 
+def advice_table(rows: list[Any]) -> str:
+    """Advice recorded, with its push status, as a text table (no patient identifiers)."""
+    head = ("advice", "lead rule", "push", "indicator", "created")
+    lines = [head] + [
+        (str(r.id), r.rule_id, r.push_status, r.indicator,
+         r.created_at.strftime("%Y-%m-%d %H:%M:%SZ"))
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)  # fmt: skip
+
+
+def push_summary(by_status: dict[str, int]) -> str:
+    """One line: advice recorded by push status (only pushed advice has deliveries)."""
+    parts = ", ".join(
+        f"{s} {by_status.get(s, 0)}" for s in ("pushed", "repeat", "not-pushed", "held")
+    )
+    return (f"advice recorded: {sum(by_status.values())} ({parts}); only pushed advice is queued "
+            "for delivery (docs/deployment.md)")  # fmt: skip
+
+
 def cmd_outbox(args: argparse.Namespace) -> int:
-    """List outbox rows (pending and failed by default); ``--deliver`` runs one pass first."""
-    from sqlalchemy import select
+    """List outbox rows (pending and failed by default); ``--deliver`` runs one pass first.
+
+    The last line counts the advice recorded by push status; ``--advice`` lists advice instead.
+    """
+    from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
     from cds_service.events.outbound import deliver_pending
     from cds_service.store import engine_for, migrate
-    from cds_service.store.events_models import OutboxRow
+    from cds_service.store.events_models import AdviceIssued, OutboxRow
 
     settings = settings_for_command()
     if settings is None:
@@ -48,10 +73,18 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             report = deliver_pending(session, settings, datetime.now(UTC))
             done = ", ".join(f"{k}={v}" for k, v in sorted(report.counts.items())) or "nothing due"
             print(f"delivery pass: {done}")
-        wanted = [args.status] if args.status else ["pending", "failed"]
-        query = select(OutboxRow).where(OutboxRow.status.in_(wanted))
-        rows = list(session.scalars(query.order_by(OutboxRow.id.desc()).limit(args.limit)))
-    print(outbox_table(rows))
+        if args.advice:
+            advice = select(AdviceIssued).order_by(AdviceIssued.id.desc()).limit(args.limit)
+            print(advice_table(list(session.scalars(advice))))
+        else:
+            wanted = [args.status] if args.status else ["pending", "failed"]
+            query = select(OutboxRow).where(OutboxRow.status.in_(wanted))
+            query = query.order_by(OutboxRow.id.desc()).limit(args.limit)
+            print(outbox_table(list(session.scalars(query))))
+        by_status = session.execute(
+            select(AdviceIssued.push_status, func.count()).group_by(AdviceIssued.push_status)
+        )
+        print(push_summary({str(s): int(n) for s, n in by_status}))
     return 0
 
 
@@ -116,6 +149,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     ob.add_argument("--status", choices=STATUSES, help="only rows with this status")
     ob.add_argument("--deliver", action="store_true", help="run one delivery pass first")
     ob.add_argument("--limit", type=int, default=100, help="rows shown (newest first)")
+    ob.add_argument(
+        "--advice", action="store_true", help="list advice recorded, with its push status"
+    )
     ob.set_defaults(func=cmd_outbox)
     sb = sub.add_parser("subscribe", help="create the FHIR Subscription on CDS_FHIR_BASE")
     sb.add_argument("--endpoint", required=True, help="our public URL of /fhir/notifications")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cds_service.events.push import forget
 from cds_service.store.events_models import AdviceIssued, OutboxRow
 
 ADVICE = "advice"
@@ -65,7 +66,10 @@ def channels_used(session: Session, advice_id: int) -> list[str]:
 
 
 def withdraw(session: Session, result_ids: Sequence[int], now: datetime) -> list[AdviceIssued]:
-    """Withdraw advice triggered by retracted or replaced results; queue the corrections."""
+    """Withdraw advice triggered by retracted or replaced results; queue the corrections.
+
+    Withdrawn advice no longer counts as pushed: the corrected result may push its event again.
+    """
     if not result_ids:
         return []
     query = select(AdviceIssued).where(
@@ -76,4 +80,5 @@ def withdraw(session: Session, result_ids: Sequence[int], now: datetime) -> list
         row.withdrawn = True
         row.withdrawn_at = now
         enqueue(session, row, channels_used(session, row.id), kind=WITHDRAWAL, now=now)
+    forget(session, [row.id for row in rows])
     return rows

@@ -11,11 +11,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cds_service.clinical import model as m
+from cds_service.events import push
 from cds_service.events.hl7_context import Demographics, PatientId
 from cds_service.events.hl7_obx import ObxRecord
 from cds_service.store.events_models import (
     AdministrationRow,
     AdviceIssued,
+    AdvicePush,
     DiagnosisRow,
     EncounterRow,
     Hl7Message,
@@ -34,6 +36,7 @@ MERGED_TABLES = (
     ProcedureRow,
     AdministrationRow,
     AdviceIssued,
+    AdvicePush,
     Hl7Message,
 )
 
@@ -87,6 +90,7 @@ def merge_patients(session: Session, survivor: Patient, prior: Patient, now: dat
     """ADT A40: move the prior record's history to the survivor and mark it merged."""
     if prior.id == survivor.id:
         return
+    push.merge(session, survivor.id, prior.id)
     for model in MERGED_TABLES:
         session.execute(
             update(model).where(model.patient_id == prior.id).values(patient_id=survivor.id)

@@ -2,10 +2,9 @@
 
 Results and medications given go by their clinical time (a result older than the period
 is outside every window the rules use, the 365-day creatinine baseline included), messages
-by arrival,
-advice (and its deliveries) by creation, encounters and ICU stays once ended (or, never
-closed, last updated) before the cutoff. Diagnoses and procedures stay (chronic
-conditions keep mattering); references to deleted rows are cleared first, so foreign
+by arrival, advice (with its deliveries and pushed events) by creation, encounters and ICU
+stays once ended (or, never closed, last updated) before the cutoff. Diagnoses and procedures
+stay (chronic conditions keep mattering); references to deleted rows are cleared first, so foreign
 keys hold on every backend.
 """
 
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 from cds_service.store.events_models import (
     AdministrationRow,
     AdviceIssued,
+    AdvicePush,
     DiagnosisRow,
     EncounterRow,
     Hl7Message,
@@ -54,6 +54,7 @@ def purge_events(engine: Engine, days: int, now: datetime | None = None) -> dict
     )
     with Session(engine) as session, session.begin():
         run("outbox", delete(OutboxRow).where(OutboxRow.advice_id.in_(old_advice)))
+        run("advice_push", delete(AdvicePush).where(AdvicePush.advice_id.in_(old_advice)))
         run("advice_issued", delete(AdviceIssued).where(AdviceIssued.id.in_(old_advice)))
         session.execute(
             update(AdviceIssued)

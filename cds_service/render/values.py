@@ -601,9 +601,9 @@ class FindingValues(Mapping[str, str]):
         low, high = self.r.k.reference_range
         text = self.fmt.named("magnesium", NamedQuantity("mg/dL", low=low, high=high), both=False)
         lab = next((self.fmt.lab_range(v) for v in self.f.values if v.reference_range), None)
-        if lab:
+        if lab and lab != text:  # the laboratory's own range, when it differs from ours
             label = self.r.t["common"]["lab_range"]
-            text = self.fmt.after(text, f"{label}{self.fmt.f['colon']}{lab}")
+            text = self.fmt.join([text, f"{label}{self.fmt.f['colon']}{lab}"], "clause")
         return text
 
 

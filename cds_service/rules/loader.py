@@ -18,6 +18,7 @@ from cds_service.rules import facts as F
 from cds_service.rules.context import AKI_SET, DIALYSIS_SET, MAGNESIUM_SETS
 from cds_service.rules.delta_params import DeltaParamsError, parse_delta_params
 from cds_service.rules.durations import parse_duration
+from cds_service.rules.load_push import check_site_push, load_push
 from cds_service.rules.load_rule import bounds, citation, fact, load_rule, named_quantity
 from cds_service.rules.load_text import EVIDENCE_TEXT_KEYS, check_gate_placeholders, load_texts
 from cds_service.rules.loader_names import load_names
@@ -130,6 +131,7 @@ def load_site(path: Path | None, valuesets: ValueSets) -> SiteMap:
         disabled_rules=frozenset(data.get("disabled_rules") or []),
         indicator_overrides=dict(overrides),
         source_file=where,
+        push_enabled=frozenset((data.get("push") or {}).get("enable") or []),
     )
 
 
@@ -313,6 +315,8 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
     for rid in site_map.disabled_rules | set(site_map.indicator_overrides):
         if rid not in ids:
             raise MappingError(f"{site_map.source_file}: unknown rule id {rid!r}")
+    push = load_push(root / "push.yaml", ids)
+    check_site_push(site_map.push_enabled, push, site_map.source_file)
     knowledge = Knowledge(
         valuesets=valuesets,
         units=units,
@@ -334,6 +338,7 @@ def load_knowledge(root: Path, site: Path | None = None) -> Knowledge:
         index_event_limit=index_limit,
         administration_counts_for=given,
         **load_names(root, site_map, valuesets),
+        push=push,
     )
     sources = {
         "rules": {r.id: read_yaml(p) for r, p in zip(rules, paths, strict=True)},

@@ -203,7 +203,7 @@ class SiteLabCode:
 
 @dataclass(frozen=True)
 class SiteMap:
-    """Site mapping: local lab codes, ICU units, rule governance."""
+    """Site mapping: local lab codes, ICU units, rule governance, rules it pushes besides."""
 
     lab_codes: dict[tuple[str, str], SiteLabCode] = field(default_factory=dict)
     icu_units: frozenset[str] = frozenset()
@@ -211,6 +211,19 @@ class SiteMap:
     disabled_rules: frozenset[str] = frozenset()
     indicator_overrides: dict[str, str] = field(default_factory=dict)
     source_file: str = ""
+    push_enabled: frozenset[str] = frozenset()
+
+
+# When advice pushed by events is pushed again (push.yaml, evidence.md §8).
+PUSH_MODES = ("aki-episode", "index-event", "result", "suspect")
+
+
+@dataclass(frozen=True, slots=True)
+class PushRule:
+    """How a rule's advice is pushed by events: ``once_per`` (PUSH_MODES), pushed by default."""
+
+    once_per: str
+    pushed: bool = True
 
 
 @dataclass(frozen=True)
@@ -242,6 +255,14 @@ class Knowledge:
     # mappings/icu-units.yaml with the site's names; mappings/specimens.yaml
     icu_names: IcuNames = field(default_factory=IcuNames)
     specimen_words: SpecimenWords = field(default_factory=SpecimenWords)
+    push: dict[str, PushRule] = field(default_factory=dict)  # push.yaml, every rule
+
+    def push_rule(self, rule_id: str) -> PushRule | None:
+        """How advice of a rule is pushed, the site's ``push.enable`` applied (None: unlisted)."""
+        found = self.push.get(rule_id)
+        if found is not None and not found.pushed and rule_id in self.site.push_enabled:
+            return PushRule(found.once_per, True)
+        return found
 
     def rule(self, rule_id: str) -> Rule:
         """The rule with this id.

@@ -30,6 +30,7 @@ KINDS = (
     "rule-order",
     "orders",
     "site",
+    "push",
     "text",
     "icu-units",
     "specimens",

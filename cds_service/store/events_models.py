@@ -204,6 +204,27 @@ class AdviceIssued(Base):
     shadow: Mapped[bool] = mapped_column(Boolean, default=False)
     withdrawn: Mapped[bool] = mapped_column(Boolean, default=False)
     withdrawn_at: Mapped[datetime | None]
+    # evidence.md §8 (migration 0004): pushed (queued on the channels), repeat (its events were
+    # pushed before), not-pushed (its rules are not pushed), held (late, test or shadow)
+    push_status: Mapped[str] = mapped_column(String(16), server_default="pushed")
+
+
+class AdvicePush(Base):
+    """An event pushed to clinicians (evidence.md §8), once per patient and push key.
+
+    The key names the rule and what it was pushed for: ``aki-kdigo|episode:<start>|stage:<n>``,
+    ``<rule>|<index event>``, ``<rule>|result:<id>``, ``mg-data-quality|suspect:<id>``.
+    """
+
+    __tablename__ = "advice_push"
+    __table_args__ = (UniqueConstraint("patient_id", "push_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patient.id"))
+    advice_id: Mapped[int] = mapped_column(ForeignKey("advice_issued.id"), index=True)
+    rule_id: Mapped[str] = mapped_column(String(128))
+    push_key: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
 
 
 class OutboxRow(Base):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from cds_service.events.ingest import Ingestor
 from cds_service.store.events_models import (
     AdviceIssued,
+    AdvicePush,
     DiagnosisRow,
     EncounterRow,
     IcuStayRow,
@@ -78,6 +79,7 @@ def test_merge_moves_history_to_the_survivor(ing: Ingestor) -> None:
     assert old.merged_into == new.id
     assert {r.patient_id for r in rows(ing, LabResultRow)} == {new.id}
     assert {a.patient_id for a in rows(ing, AdviceIssued)} == {new.id}
+    assert {k.patient_id for k in rows(ing, AdvicePush)} == {new.id}  # what was pushed, too
     # a later result under the old identifier joins the survivor
     late = fixture("oru_mg_sn_lessthan.hl7").replace(b"MSG-MG-SN-1", b"MSG-MG-SN-2")
     ing.handle(late.replace(b"20240510080000", b"20240510090000"))

@@ -13,6 +13,7 @@ from cds_service.events.retention import purge_events
 from cds_service.store import current_revision, dispose_engine, engine_for
 from cds_service.store.events_models import (
     AdviceIssued,
+    AdvicePush,
     EncounterRow,
     Hl7Message,
     IcuStayRow,
@@ -25,7 +26,7 @@ from tests.hl7support import ARRIVAL, count, fixture, make_ingestor
 
 EVENT_TABLES = {
     "patient", "hl7_message", "lab_result", "encounter", "icu_stay", "diagnosis", "procedure",
-    "advice_issued", "outbox",
+    "advice_issued", "outbox", "advice_push",
 }  # fmt: skip
 
 
@@ -46,7 +47,7 @@ def _table_of(diff: object) -> str | None:
 
 EVENT_TABLES = {
     "patient", "hl7_message", "lab_result", "encounter", "icu_stay", "diagnosis", "procedure",
-    "advice_issued", "outbox",
+    "advice_issued", "outbox", "advice_push",
 }  # fmt: skip
 
 
@@ -88,17 +89,19 @@ def test_history_lookup_uses_the_patient_kind_time_index(tmp_path) -> None:  # t
 def test_retention_purges_old_rows_only(db_url: str) -> None:
     ing = make_ingestor(db_url)
     for name in ("adt_a04_register_ed.hl7", "adt_a02_to_icu.hl7", "oru_mg_low_icu.hl7",
-                 "oru_correction_c.hl7", "adt_a03_discharge.hl7"):  # fmt: skip
+                 "oru_correction_c.hl7", "adt_a03_discharge.hl7",
+                 "oru_mg_sn_lessthan.hl7"):  # another patient: advice pushed, not withdrawn  # fmt: skip
         assert ing.handle(fixture(name)).code == "AA"
-    assert count(ing, OutboxRow) and count(ing, IcuStayRow)
+    assert count(ing, OutboxRow) and count(ing, IcuStayRow) and count(ing, AdvicePush)
     assert purge_events(ing.engine, 400, ARRIVAL) == {
-        "outbox": 0, "advice_issued": 0, "lab_result": 0, "hl7_message": 0, "icu_stay": 0, "encounter": 0,
-        "medication_administration": 0,
+        "outbox": 0, "advice_push": 0, "advice_issued": 0, "lab_result": 0, "hl7_message": 0,
+        "icu_stay": 0, "encounter": 0, "medication_administration": 0,
     }  # fmt: skip
     later = ARRIVAL + timedelta(days=403)  # the discharge (2 days after arrival) is 401 days old
     counts = purge_events(ing.engine, 400, later)
-    assert counts["lab_result"] == 3 and counts["hl7_message"] == 5 and counts["encounter"] == 2
-    for model in (LabResultRow, Hl7Message, AdviceIssued, OutboxRow, EncounterRow, IcuStayRow):
+    assert counts["lab_result"] == 4 and counts["hl7_message"] == 6 and counts["encounter"] == 3
+    for model in (LabResultRow, Hl7Message, AdviceIssued, AdvicePush, OutboxRow, EncounterRow,
+                  IcuStayRow):  # fmt: skip
         assert count(ing, model) == 0, model.__tablename__
-    assert count(ing, Patient) == 2  # identities stay; their history is gone
+    assert count(ing, Patient) == 3  # identities stay; their history is gone
     dispose_engine(db_url)

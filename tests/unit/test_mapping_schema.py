@@ -36,6 +36,7 @@ FILES: list[tuple[str, str]] = [
     ("rule-order.yaml", "rule-order"),
     ("orders.yaml", "orders"),
     ("site/example.yaml", "site"),
+    ("push.yaml", "push"),
     ("text/en.yaml", "text"),
 ]
 Path_ = tuple[Any, ...]

@@ -29,6 +29,7 @@ def test_outbox_lists_and_delivers(
         assert "CDS_FHIR_BASE is not configured" in out
         assert main(["outbox", "--status", "sent"]) == 0
         sent = capsys.readouterr().out.splitlines()
-        assert len(sent) == 2 and sent[1].split()[1:4] == ["hl7", "advice", "sent"]
+        assert len(sent) == 3 and sent[1].split()[1:4] == ["hl7", "advice", "sent"]
+        assert sent[2].startswith("advice recorded: 1 (pushed 1, repeat 0, not-pushed 0, held 0)")
     finally:
         rcv.stop()

@@ -93,7 +93,12 @@ def test_issue_case_diluted_draw_then_repeat(ing: Ingestor) -> None:
         a.rule_id in ("severe-hypomagnesemia", "icu-hypomagnesemia-repletion") for a in issued
     )
     notes = [a for a in issued if "Excluded as spurious" in str(a.detail["detail"])]
-    assert len(notes) == 1  # pushed once, with the refuting result
+    assert len(notes) == 1  # recorded once, with the refuting result
+    # evidence.md §8: data quality is pushed for the suspect draw (repeat it), not for the note
+    assert [(a.rule_id, a.push_status) for a in issued] == [
+        ("mg-data-quality", "pushed"),  # the diluted draw: repeat the sample
+        ("reference-range", "not-pushed"),  # Mg 2.8, with the note on the spurious results
+    ]
 
 
 def test_jump_is_suspect_and_toxic_leads_with_the_repeat(ing: Ingestor) -> None:
